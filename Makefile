@@ -1,0 +1,44 @@
+# Two commands on a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: install run test lint bench browser clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable '.[dev,redis]'
+	touch $(STAMP)
+
+# Development mode: a generated secret (.itemrooms-dev-secret, git-ignored) and
+# printed demo links with tokens valid for one hour.
+run: install
+	ITEMROOMS_ENV=development ITEMROOMS_BACKEND=memory $(BIN)/itemrooms serve --host 127.0.0.1 --port 8000
+
+# The browser tests need Debian's Chromium; install it once if it is missing.
+browser:
+	@test -x $(CHROMIUM) || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	}
+
+test: install browser
+	$(BIN)/ruff check api auth tests
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check api auth tests
+	$(BIN)/ruff format --check api auth tests
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench.fanout
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

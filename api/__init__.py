@@ -1,0 +1,1 @@
+"""itemrooms: an authenticated WebSocket room for every item of an application."""

@@ -1,0 +1,62 @@
+"""The application factory: settings in, FastAPI app out; the lifespan owns the hub."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from api.dev_secret import warn_development
+from api.hub.backends import make_backend
+from api.hub.hub import Hub
+from api.log_redaction import install_redaction
+from api.rejections import install_rejection_handlers
+from api.routes import demo, health, rooms
+from api.routes.demo import STATIC_DIR
+from api.settings import Settings, get_settings
+from auth.tokens import TokenVerifier
+
+
+def make_verifier(settings: Settings) -> TokenVerifier:
+    uses_hmac = any(alg.startswith("HS") for alg in settings.jwt_algorithms)
+    return TokenVerifier(
+        algorithms=tuple(settings.jwt_algorithms),
+        hmac_secret=settings.hmac_secret() if uses_hmac else None,
+        public_key=settings.jwt_public_key,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_s=settings.jwt_leeway_s,
+        max_token_bytes=settings.max_token_bytes,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    install_redaction()
+    if settings.env == "development":
+        warn_development(settings.dev_secret_file)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub = Hub(make_backend(settings))
+        await hub.start()
+        app.state.hub = hub
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    app = FastAPI(
+        title="itemrooms",
+        summary="An authenticated WebSocket room for every item of your application.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.verifier = make_verifier(settings)
+    install_rejection_handlers(app)
+    app.include_router(rooms.router)
+    app.include_router(health.router)
+    app.include_router(demo.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

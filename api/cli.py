@@ -1,0 +1,131 @@
+"""The ``itemrooms`` command: serve, token, openapi."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from api.settings import Settings
+
+DEMO_ITEM = "demo"
+
+
+def fail(message: str) -> int:
+    print(f"itemrooms: error: {message}", file=sys.stderr)
+    return 2
+
+
+def settings_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(p) for p in error["loc"])
+        parts.append(f"ITEMROOMS_{field.upper()}: {message}" if field else message)
+    return "; ".join(parts)
+
+
+def demo_links(settings: Settings, host: str, port: int) -> list[str]:
+    from auth.tokens import mint_token
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    links = []
+    for user in ("alice", "bob"):
+        token = mint_token(settings.hmac_secret(), user, ttl_s=3600)
+        # The token travels in the fragment, which browsers never send to the server.
+        links.append(f"http://{shown_host}:{port}/#item={DEMO_ITEM}&token={quote(token)}")
+    return links
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.server import uvicorn_options
+
+    settings = Settings()
+    if args.workers < 1:
+        return fail("--workers must be at least 1")
+    if args.workers > 1 and settings.backend == "memory":
+        return fail(
+            "--workers > 1 needs ITEMROOMS_BACKEND=redis: with the memory backend each "
+            "worker would hold its own copy of every room and members would not see each other"
+        )
+    if settings.env == "development" and any(a.startswith("HS") for a in settings.jwt_algorithms):
+        alice, bob = demo_links(settings, args.host, args.port)
+        print(
+            f"\n  itemrooms demo (development tokens, valid for one hour):\n"
+            f"    alice: {alice}\n    bob:   {bob}\n",
+            flush=True,
+        )
+    options = uvicorn_options(settings, args.host, args.port, args.workers)
+    uvicorn.run("api.app:create_app", **options)
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    from auth.tokens import mint_token
+
+    settings = Settings()
+    if "HS256" not in settings.jwt_algorithms:
+        return fail("itemrooms token signs with HS256, not in ITEMROOMS_JWT_ALGORITHMS")
+    if args.ttl <= 0:
+        return fail("--ttl must be a positive number of seconds")
+    items = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
+    print(
+        mint_token(
+            settings.hmac_secret(),
+            args.sub,
+            scope=args.scope.split(),
+            items=items,
+            ttl_s=args.ttl,
+            name=args.name,
+        )
+    )
+    return 0
+
+
+def openapi(args: argparse.Namespace) -> int:
+    from api.specs import write_specs
+
+    for path in write_specs(Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="itemrooms", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the server (uvicorn underneath)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(run=serve)
+
+    p = commands.add_parser("token", help="print a JWT signed with the configured HS256 secret")
+    p.add_argument("--sub", required=True, help="the user")
+    p.add_argument("--scope", default="items:read items:write")
+    p.add_argument("--items", default=None, help="comma list of item ids or globs, e.g. 42,sku-*")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    p.add_argument("--name", default=None, help="display name")
+    p.set_defaults(run=token)
+
+    p = commands.add_parser("openapi", help="(re)write openapi/openapi.json")
+    p.add_argument("--out", default="openapi")
+    p.set_defaults(run=openapi)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ValidationError as exc:
+        return fail(settings_error(exc))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""This process's rooms and members (hub) and what crosses processes (backends)."""

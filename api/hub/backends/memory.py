@@ -1,0 +1,97 @@
+"""In-process backend: the default, and the reference the contract tests hold others to."""
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from api.hub.backends.base import Event, EventSink, Message, Presence, Relay, Sender, Snapshot
+
+
+@dataclass(slots=True)
+class _Room:
+    seq: int = 0
+    history: deque[Message] = field(default_factory=deque)
+    members: dict[str, Sender] = field(default_factory=dict)  # client_id -> member
+
+
+class MemoryBackend:
+    """One process's rooms. Every method completes without yielding to the loop,
+    so each is atomic with respect to the others."""
+
+    def __init__(self, history_size: int = 1000) -> None:
+        self._history_size = history_size
+        self._rooms: dict[str, _Room] = {}
+        self._subscribed: set[str] = set()
+        self._sink: EventSink | None = None
+
+    def _room(self, item_id: str) -> _Room:
+        room = self._rooms.get(item_id)
+        if room is None:
+            room = self._rooms[item_id] = _Room(history=deque(maxlen=self._history_size))
+        return room
+
+    def _emit(self, event: Event) -> None:
+        if self._sink is not None and event.item_id in self._subscribed:
+            self._sink(event)
+
+    def _forget_if_idle(self, item_id: str, room: _Room) -> None:
+        # A room with neither members nor history holds nothing worth keeping.
+        if not room.members and not room.history and item_id not in self._subscribed:
+            del self._rooms[item_id]
+
+    async def start(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    async def stop(self) -> None:
+        self._sink = None
+        self._subscribed.clear()
+
+    async def ready(self) -> bool:
+        return self._sink is not None
+
+    async def subscribe(self, item_id: str) -> None:
+        self._subscribed.add(item_id)
+
+    async def unsubscribe(self, item_id: str) -> None:
+        self._subscribed.discard(item_id)
+        room = self._rooms.get(item_id)
+        if room is not None:
+            self._forget_if_idle(item_id, room)
+
+    async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
+        room = self._room(item_id)
+        room.seq += 1
+        message = Message(item_id, room.seq, int(time.time() * 1000), sender, data, ref)
+        if self._history_size:
+            # The stored copy drops the ref: it is the sender's ack, not part of history.
+            room.history.append(Message(item_id, room.seq, message.ts, sender, data, None))
+        self._emit(message)
+        return room.seq
+
+    async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
+        self._emit(Relay(item_id, sender, payload))
+
+    async def join(self, item_id: str, member: Sender) -> None:
+        self._room(item_id).members[member.client_id] = member
+        self._emit(Presence(item_id, "join", member))
+
+    async def leave(self, item_id: str, member: Sender) -> None:
+        room = self._rooms.get(item_id)
+        if room is None or room.members.pop(member.client_id, None) is None:
+            return
+        self._emit(Presence(item_id, "leave", member))
+        self._forget_if_idle(item_id, room)
+
+    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
+        room = self._room(item_id)
+        members = tuple(room.members.values())
+        if since is None:
+            return Snapshot(room.seq, members, (), True)
+        if since > room.seq:
+            since = 0  # a stream the client never saw: give it all we have
+            recovered = False
+        else:
+            oldest = room.history[0].seq if room.history else room.seq + 1
+            recovered = since + 1 >= oldest
+        messages = tuple(m for m in room.history if m.seq > since)
+        return Snapshot(room.seq, members, messages, recovered)

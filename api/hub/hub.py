@@ -1,0 +1,243 @@
+"""The hub: this process's rooms and their members.
+
+It subscribes the backend to a room for the room's first local member and
+unsubscribes after its last, turns backend events into frames (encoded once per
+room, not once per member) and puts them on the members' queues without ever
+awaiting a socket.
+
+A member is welcomed in two steps so that it misses nothing and sees nothing
+twice: it is registered as *joining* (its events are held back) before the room
+snapshot is read; after the welcome and the replay, the held-back events newer
+than the snapshot are released, and only then does it go live.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from api.close_codes import SLOW_CONSUMER, Close
+from api.hub.backends.base import Backend, Event, Message, Presence, Relay, Snapshot
+from api.hub.member import AsgiMessage, Member, bytes_message, text_message
+
+log = logging.getLogger("itemrooms.hub")
+
+
+@dataclass(slots=True)
+class _Room:
+    # members[client_id] = Member, for live members
+    members: dict[str, Member] = field(default_factory=dict)
+    # joining[client_id] = events held back until the member's welcome is out
+    joining: dict[str, tuple[Member, list[Event]]] = field(default_factory=dict)
+    subscribed: bool = False
+    # Serialises subscribe and unsubscribe, so a join never races the last leave.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def encode_message(message: Message) -> str:
+    return orjson.dumps(
+        {
+            "type": "message",
+            "item_id": message.item_id,
+            "seq": message.seq,
+            "ts": message.ts,
+            "sender": {"user": message.sender.user, "client_id": message.sender.client_id},
+            "data": orjson.Fragment(message.data),
+        }
+    ).decode()
+
+
+def with_ref(frame: str, ref: str) -> str:
+    """The sender's copy of an encoded message: the same frame plus its ``ref``."""
+    return f'{frame[:-1]},"ref":{orjson.dumps(ref).decode()}}}'
+
+
+def encode_presence(event: Presence) -> str:
+    member = event.member
+    return orjson.dumps(
+        {
+            "type": "presence",
+            "item_id": event.item_id,
+            "event": event.event,
+            "user": member.user,
+            "client_id": member.client_id,
+        }
+    ).decode()
+
+
+def encode_welcome(item_id: str, member: Member, snapshot: Snapshot) -> str:
+    others = [
+        {"user": m.user, "client_id": m.client_id}
+        for m in snapshot.members
+        if m.client_id != member.client_id
+    ]
+    return orjson.dumps(
+        {
+            "type": "welcome",
+            "item_id": item_id,
+            "client_id": member.client_id,
+            "user": member.sender.user,
+            "members": others,
+            "seq": snapshot.seq,
+            "recovered": snapshot.recovered,
+        }
+    ).decode()
+
+
+class Hub:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._rooms: dict[str, _Room] = {}  # item_id -> room with local members
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        await self.backend.start(self._on_event)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.backend.stop()
+
+    # --- membership ---------------------------------------------------------
+
+    async def join(self, item_id: str, member: Member, since: int | None) -> None:
+        """Welcome ``member`` into the room: welcome frame, replay, then live events."""
+        held: list[Event] = []
+        room = await self._enter(item_id, member, held)
+        try:
+            await self.backend.join(item_id, member.sender)
+            snapshot = await self.backend.snapshot(item_id, since)
+        except BaseException:
+            room.joining.pop(member.client_id, None)
+            try:
+                await self.backend.leave(item_id, member.sender)
+            finally:
+                await self._release_if_empty(item_id, room)
+            raise
+        # The welcome, the replay and what was held back are bounded by the history
+        # size and the join's duration, so they bypass the send queue's limit.
+        member.push(text_message(encode_welcome(item_id, member, snapshot)), force=True)
+        for message in snapshot.messages:
+            member.push(text_message(encode_message(message)), force=True)
+        self._release_held(member, snapshot, held)
+        del room.joining[member.client_id]
+        room.members[member.client_id] = member
+
+    async def _enter(self, item_id: str, member: Member, held: list[Event]) -> _Room:
+        """Register ``member`` as joining a subscribed room; return that room."""
+        while True:
+            room = self._rooms.get(item_id)
+            if room is None:
+                room = self._rooms[item_id] = _Room()
+            async with room.lock:
+                if self._rooms.get(item_id) is not room:
+                    continue  # released while we waited for the lock; take the new one
+                if not room.subscribed:
+                    await self.backend.subscribe(item_id)
+                    room.subscribed = True
+                room.joining[member.client_id] = (member, held)
+                return room
+
+    def _release_held(self, member: Member, snapshot: Snapshot, held: list[Event]) -> None:
+        # known: the members this one has been told about (welcome, then join/leave).
+        known = {m.client_id for m in snapshot.members}
+        for event in held:
+            if isinstance(event, Message):
+                if event.seq > snapshot.seq:
+                    self._deliver_message(member, event, encode_message(event))
+            elif isinstance(event, Presence):
+                cid = event.member.client_id
+                if cid == member.client_id:
+                    continue
+                if event.event == "join" and cid not in known:
+                    known.add(cid)
+                    member.push(text_message(encode_presence(event)), force=True)
+                elif event.event == "leave" and cid in known:
+                    known.discard(cid)
+                    member.push(text_message(encode_presence(event)), force=True)
+            elif event.sender.client_id != member.client_id:
+                member.push(bytes_message(event.payload), force=True)
+
+    async def leave(self, item_id: str, member: Member) -> None:
+        """Remove ``member`` (idempotent) and tell the others."""
+        room = self._rooms.get(item_id)
+        if room is None or room.members.pop(member.client_id, None) is None:
+            return
+        try:
+            await self.backend.leave(item_id, member.sender)
+        finally:
+            await self._release_if_empty(item_id, room)
+
+    async def _release_if_empty(self, item_id: str, room: _Room) -> None:
+        async with room.lock:
+            if room.members or room.joining or not room.subscribed:
+                return
+            # Unsubscribe before dropping the room: a joiner that comes meanwhile waits
+            # on this lock, then subscribes a new room, never before we unsubscribed.
+            try:
+                await self.backend.unsubscribe(item_id)
+            finally:
+                room.subscribed = False
+                if self._rooms.get(item_id) is room:
+                    del self._rooms[item_id]
+
+    # --- publishing ---------------------------------------------------------
+
+    async def publish(self, item_id: str, member: Member, data: bytes, ref: str | None) -> int:
+        return await self.backend.publish(item_id, member.sender, data, ref)
+
+    async def relay(self, item_id: str, member: Member, payload: bytes) -> None:
+        await self.backend.relay(item_id, member.sender, payload)
+
+    # --- fan-out ------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        room = self._rooms.get(event.item_id)
+        if room is None:
+            return
+        for _, held in room.joining.values():
+            held.append(event)
+        if not room.members:
+            return
+        overflowed: list[Member] = []
+        if isinstance(event, Message):
+            frame = encode_message(event)
+            shared = text_message(frame)
+            sender_id = event.sender.client_id
+            for cid, member in room.members.items():
+                if cid == sender_id and event.ref is not None:
+                    ok = member.push(text_message(with_ref(frame, event.ref)))
+                else:
+                    ok = member.push(shared)
+                if not ok:
+                    overflowed.append(member)
+        else:
+            shared = self._other_frame(event)
+            skip = event.member.client_id if isinstance(event, Presence) else event.sender.client_id
+            for cid, member in room.members.items():
+                if cid != skip and not member.push(shared):
+                    overflowed.append(member)
+        for member in overflowed:
+            self.evict(event.item_id, member, SLOW_CONSUMER)
+
+    @staticmethod
+    def _other_frame(event: Presence | Relay) -> AsgiMessage:
+        if isinstance(event, Presence):
+            return text_message(encode_presence(event))
+        return bytes_message(event.payload)
+
+    def _deliver_message(self, member: Member, event: Message, frame: str) -> None:
+        if event.sender.client_id == member.client_id and event.ref is not None:
+            frame = with_ref(frame, event.ref)
+        member.push(text_message(frame), force=True)
+
+    def evict(self, item_id: str, member: Member, close: Close) -> None:
+        """Close a member's connection and take it out of the room now, from sync code."""
+        log.info("closing %s in %s: %s", member.client_id, item_id, close.reason)
+        member.close(close)
+        task = asyncio.get_running_loop().create_task(self.leave(item_id, member))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,24 @@
+"""Liveness and readiness, for load balancers and orchestrators."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.hub.hub import Hub
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the backend answers",
+    responses={503: {"description": "The backend is not ready"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    hub: Hub = request.app.state.hub
+    ready = await hub.backend.ready()
+    return JSONResponse({"status": "ready" if ready else "not_ready"}, 200 if ready else 503)

@@ -1,0 +1,100 @@
+"""The room endpoint: ``/items/{item_id}/ws``.
+
+The dependencies decide who may connect (auth/credentials.py); a rejection
+raised there reaches the client as a close frame with code and reason, thanks
+to the handlers in api/rejections.py. Here a connection is accepted, joined to
+the room through the hub, and read until it ends; its writer task sends what
+the hub queues for it.
+"""
+
+import asyncio
+import logging
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Query, WebSocket
+
+from api.close_codes import INTERNAL_ERROR, SLOW_CONSUMER
+from api.frames import PONG, FrameError, Ping, Publish, error_frame, parse_client_frame
+from api.hub.backends.base import Sender
+from api.hub.hub import Hub
+from api.hub.member import AsgiMessage, Member, text_message
+from auth.credentials import RoomClaims, accepted_subprotocol
+from auth.permissions import can_publish
+
+log = logging.getLogger("itemrooms.rooms")
+
+router = APIRouter()
+
+PONG_MESSAGE = text_message(PONG)
+CLOSE_WAIT_S = 2.0
+NOT_ALLOWED = "token lacks items:write for this item"
+
+
+def new_client_id() -> str:
+    return "c_" + secrets.token_hex(6)
+
+
+@router.websocket("/items/{item_id}/ws")
+async def room_socket(
+    websocket: WebSocket,
+    item_id: str,
+    claims: RoomClaims,
+    since: Annotated[int | None, Query(ge=0)] = None,
+) -> None:
+    hub: Hub = websocket.app.state.hub
+    settings = websocket.app.state.settings
+    await websocket.accept(subprotocol=accepted_subprotocol(websocket))
+    sender = Sender(user=claims.sub, client_id=new_client_id())
+    member = Member(sender, claims, websocket.send, settings.send_queue)
+    writer = asyncio.create_task(member.run_writer(), name=f"writer {sender.client_id}")
+    try:
+        await hub.join(item_id, member, since)
+        await read_frames(websocket, hub, item_id, member)
+    except Exception:
+        log.exception("room %s: connection %s failed", item_id, sender.client_id)
+        member.close(INTERNAL_ERROR)
+        # Give the writer a moment to deliver the close; a client that does not read
+        # must not keep this handler alive.
+        await asyncio.wait({writer}, timeout=CLOSE_WAIT_S)
+    finally:
+        await hub.leave(item_id, member)
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+
+
+async def read_frames(websocket: WebSocket, hub: Hub, item_id: str, member: Member) -> None:
+    """Handle the client's frames until it disconnects; bad frames get an ``error``."""
+
+    def reply(message: AsgiMessage) -> None:
+        if not member.push(message):
+            hub.evict(item_id, member, SLOW_CONSUMER)
+
+    receive = websocket.receive
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if member.close_with is not None:
+            continue  # being closed: its frames no longer count
+        text = message.get("text")
+        if text is None:
+            if can_publish(member.claims, item_id):
+                await hub.relay(item_id, member, message.get("bytes") or b"")
+            else:
+                reply(text_message(error_frame("not_allowed", NOT_ALLOWED)))
+            continue
+        try:
+            frame = parse_client_frame(text)
+        except FrameError as exc:
+            reply(text_message(error_frame(exc.code, exc.detail, exc.ref)))
+            continue
+        if isinstance(frame, Publish):
+            if can_publish(member.claims, item_id):
+                await hub.publish(item_id, member, frame.data, frame.ref)
+            else:
+                reply(text_message(error_frame("not_allowed", NOT_ALLOWED, frame.ref)))
+        elif isinstance(frame, Ping):
+            reply(PONG_MESSAGE)
+        else:
+            reply(text_message(error_frame("not_supported", "refresh is not supported yet")))

@@ -1,0 +1,45 @@
+"""How itemrooms runs uvicorn: one place for the server options that matter.
+
+- ``websockets-sansio``: uvicorn's maintained implementation; its ``send`` waits
+  while the socket is backpressured, which is what lets a member's bounded queue
+  detect a slow consumer (wsproto buffers without limit).
+- per-message deflate off: it roughly doubles memory per connection.
+- a graceful-shutdown timeout: without one, a single client that never reads
+  blocks shutdown forever.
+- the WebSocket frame limit is ``ITEMROOMS_MAX_MESSAGE_BYTES``.
+"""
+
+import copy
+from typing import Any
+
+from uvicorn.config import LOGGING_CONFIG
+
+from api.settings import Settings
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus our logger, with credentials redacted at every handler."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": "api.log_redaction.RedactSecrets"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact"]
+    config["loggers"]["itemrooms"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) -> dict[str, Any]:
+    return {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "factory": True,
+        "loop": "uvloop",
+        "http": "httptools",
+        "ws": "websockets-sansio",
+        "ws_per_message_deflate": False,
+        "ws_max_size": settings.max_message_bytes,
+        "timeout_graceful_shutdown": settings.shutdown_timeout_s,
+        "lifespan": "on",
+        "proxy_headers": False,
+        "log_config": log_config(),
+    }

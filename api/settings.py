@@ -1,0 +1,99 @@
+"""The one place every setting comes from: ``ITEMROOMS_*`` environment variables.
+
+PROTOCOL.md's operating contract names the variables; the extra ones below the
+protocol's list are ours and have safe defaults.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from api.dev_secret import load_or_create_dev_secret
+
+# Below this many bytes an HS256 secret can be brute-forced offline from one token.
+MIN_HS_SECRET_BYTES = 32
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ITEMROOMS_", extra="ignore", frozen=True)
+
+    # --- PROTOCOL.md's operating contract ---
+    jwt_secret: SecretStr | None = None
+    jwt_algorithms: CommaList = ["HS256"]
+    jwt_public_key: str | None = None
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_s: int = Field(30, ge=0, le=600)
+    allowed_origins: CommaList = []
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    history_size: int = Field(1000, ge=0)
+    max_message_bytes: int = Field(65536, ge=128)
+    send_queue: int = Field(1024, ge=1)
+    rate_limit: float = Field(50, gt=0)
+
+    # --- ours ---
+    # "development" allows a generated JWT secret and short secrets; anything
+    # facing users must run as "production" (the default).
+    env: Literal["development", "production"] = "production"
+    dev_secret_file: Path = Path(".itemrooms-dev-secret")
+    # Longest token we hand to the JWT library; real tokens are well under 2 KiB.
+    max_token_bytes: int = Field(8192, ge=256)
+    # Seconds uvicorn waits for open connections at shutdown before cutting them.
+    shutdown_timeout_s: int = Field(5, ge=1)
+
+    @field_validator("jwt_algorithms", "allowed_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        allowed = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
+        bad = [alg for alg in value if alg not in allowed]
+        if bad or not value:
+            raise ValueError(f"unsupported JWT algorithm(s) {bad or value}; use {sorted(allowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_rules(self) -> Self:
+        uses_hmac = any(alg.startswith("HS") for alg in self.jwt_algorithms)
+        if not uses_hmac:
+            return self
+        if self.jwt_secret is None:
+            if self.env != "development":
+                raise ValueError(
+                    "ITEMROOMS_JWT_SECRET is not set: set it to a random string of at least "
+                    f"{MIN_HS_SECRET_BYTES} bytes, or set ITEMROOMS_ENV=development to use a "
+                    "generated development secret"
+                )
+            secret = load_or_create_dev_secret(self.dev_secret_file)
+            object.__setattr__(self, "jwt_secret", SecretStr(secret))
+            return self
+        size = len(self.jwt_secret.get_secret_value().encode())
+        if size == 0:
+            raise ValueError("ITEMROOMS_JWT_SECRET is empty")
+        if size < MIN_HS_SECRET_BYTES and self.env != "development":
+            raise ValueError(
+                f"ITEMROOMS_JWT_SECRET has {size} bytes; outside development it needs at least "
+                f"{MIN_HS_SECRET_BYTES}"
+            )
+        return self
+
+    def hmac_secret(self) -> str:
+        assert self.jwt_secret is not None, "validated: HS algorithms always have a secret"
+        return self.jwt_secret.get_secret_value()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

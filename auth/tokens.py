@@ -1,0 +1,152 @@
+"""JWT verification and minting: the only module that imports python-jose.
+
+python-jose is lenient where we must not be, so this module adds what it does
+not enforce itself (checked by tests/auth/test_tokens.py):
+- a token without ``exp`` is accepted by default: we require ``exp`` and ``sub``;
+- a token without ``aud`` passes even when an audience is configured: we refuse it;
+- an empty HMAC key is accepted: Settings refuses one before we get here;
+- an ``iat`` in the future is not checked: we refuse one beyond the leeway;
+- any token length is decoded: we cap it before decoding.
+"""
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jose import jwt
+from jose.exceptions import ExpiredSignatureError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+log = logging.getLogger("itemrooms.auth")
+
+
+class TokenError(Exception):
+    """A token we refuse; ``reason`` is the close reason a client sees."""
+
+    reason = "invalid_token"
+
+
+class TokenInvalid(TokenError):
+    reason = "invalid_token"
+
+
+class TokenExpired(TokenError):
+    reason = "token_expired"
+
+
+class Claims(BaseModel):
+    """The claims itemrooms reads; others are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    sub: str = Field(min_length=1, max_length=256)
+    exp: int
+    nbf: int | None = None
+    iat: int | None = None
+    scope: frozenset[str] = frozenset()
+    items: tuple[str, ...] | None = None
+    name: str | None = Field(None, max_length=256)
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _split_scope(cls, value: object) -> object:
+        # RFC 8693: a space-separated string. A list is accepted too (some issuers emit one).
+        if isinstance(value, str):
+            return frozenset(value.split())
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class TokenVerifier:
+    """Checks tokens against the configured keys and rules.
+
+    The key is chosen by the token's ``alg`` family, never by anything else in
+    the header: an HS256 token is only ever checked with the HMAC secret, so a
+    public key can never be used as an HMAC secret (algorithm confusion).
+    """
+
+    algorithms: tuple[str, ...]
+    hmac_secret: str | None = None
+    public_key: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_s: int = 30
+    max_token_bytes: int = 8192
+    _options: Mapping[str, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.hmac_secret is not None and not self.hmac_secret:
+            raise ValueError("empty HMAC secret")
+        options = {
+            "require_exp": True,
+            "require_sub": True,
+            "verify_aud": self.audience is not None,
+            "verify_iss": self.issuer is not None,
+            "leeway": self.leeway_s,
+        }
+        object.__setattr__(self, "_options", options)
+
+    def _key_for(self, alg: str) -> str:
+        key = self.hmac_secret if alg.startswith("HS") else self.public_key
+        if alg not in self.algorithms or key is None:
+            raise TokenInvalid(f"algorithm {alg!r} not accepted")
+        return key
+
+    def verify(self, token: str, now: float | None = None) -> Claims:
+        """Return the claims of a valid token or raise a TokenError."""
+        if len(token) > self.max_token_bytes:
+            raise TokenInvalid("token too long")
+        try:
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg")
+            if not isinstance(alg, str):
+                raise TokenInvalid("no alg")
+            raw = jwt.decode(
+                token,
+                self._key_for(alg),
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                options=dict(self._options),
+            )
+        except TokenError:
+            raise
+        except ExpiredSignatureError as exc:
+            raise TokenExpired("expired") from exc
+        except Exception as exc:  # hostile input may raise anything inside the JWT library
+            raise TokenInvalid(f"{type(exc).__name__}: {exc}") from exc
+        if self.audience is not None and "aud" not in raw:
+            raise TokenInvalid("missing aud")
+        try:
+            claims = Claims.model_validate(raw)
+        except ValidationError as exc:
+            raise TokenInvalid("bad claims") from exc
+        current = time.time() if now is None else now
+        if claims.iat is not None and claims.iat > current + self.leeway_s:
+            raise TokenInvalid("issued in the future")
+        return claims
+
+
+def mint_token(
+    secret: str,
+    sub: str,
+    *,
+    scope: Iterable[str] = ("items:read", "items:write"),
+    items: Iterable[str] | None = None,
+    ttl_s: int = 3600,
+    name: str | None = None,
+    algorithm: str = "HS256",
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Sign a token: for the CLI, the demo page and tests, not for production issuers."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl_s, "scope": " ".join(scope)}
+    if items is not None:
+        claims["items"] = list(items)
+    if name is not None:
+        claims["name"] = name
+    claims.update(extra or {})
+    token: str = jwt.encode(claims, secret, algorithm=algorithm)
+    return token

@@ -1,0 +1,76 @@
+"""Shared fixtures: a real server, tokens, and a health check for after each rejection."""
+
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auth.tokens import mint_token
+from tests.support.client import join, recv_type, send_json
+from tests.support.server import ServerProcess
+
+SECRET = secrets.token_urlsafe(48)
+HISTORY_SIZE = 20
+
+Mint = Callable[..., str]
+
+
+def server_env(**overrides: Any) -> dict[str, str]:
+    env = {
+        "ITEMROOMS_JWT_SECRET": SECRET,
+        "ITEMROOMS_ENV": "production",
+        "ITEMROOMS_HISTORY_SIZE": str(HISTORY_SIZE),
+    }
+    env.update({f"ITEMROOMS_{k.upper()}": str(v) for k, v in overrides.items()})
+    return env
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The default server, shared by the session: every test uses its own item ids."""
+    proc = ServerProcess(server_env(), cwd=tmp_path_factory.mktemp("server")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start a server with its own settings; stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def start(**overrides: Any) -> ServerProcess:
+        proc = ServerProcess(server_env(**overrides), cwd=tmp_path).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def mint() -> Mint:
+    def make(sub: str = "alice", **kw: Any) -> str:
+        return mint_token(SECRET, sub, **kw)
+
+    return make
+
+
+@pytest.fixture
+def item() -> str:
+    """A fresh room for this test."""
+    return f"it-{uuid.uuid4().hex[:12]}"
+
+
+async def assert_healthy(server: ServerProcess) -> None:
+    """The server still serves a room end to end: join, publish, receive."""
+    assert server.process is not None and server.process.poll() is None, server.output
+    room = f"health-{uuid.uuid4().hex[:8]}"
+    ws, _ = await join(server, room, mint_token(SECRET, "health"))
+    async with ws:
+        await send_json(ws, {"type": "publish", "data": "ok", "ref": "h"})
+        frame = await recv_type(ws, "message")
+        assert frame["data"] == "ok" and frame["ref"] == "h"

@@ -1,0 +1,92 @@
+"""A real itemrooms server in a subprocess, started through the installed CLI."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+STARTED = "Uvicorn running on"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """``itemrooms serve`` on a free loopback port; its output is kept in ``lines``."""
+
+    def __init__(self, env: Mapping[str, str], cwd: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **env}
+        self.cwd = cwd
+        self.lines: list[str] = []
+        self._started = threading.Event()
+        self._exited = threading.Event()
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, item_id: str, query: str = "") -> str:
+        return f"ws://127.0.0.1:{self.port}/items/{item_id}/ws" + (f"?{query}" if query else "")
+
+    def start(self, timeout: float = 30.0) -> "ServerProcess":
+        itemrooms = Path(sys.executable).with_name("itemrooms")
+        self.process = subprocess.Popen(
+            [str(itemrooms), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
+        if not self._started.wait(timeout):
+            self.stop()
+            raise RuntimeError("server did not start:\n" + self.output)
+        if self._exited.is_set():
+            raise RuntimeError("server exited at start:\n" + self.output)
+        return self
+
+    def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if STARTED in line:
+                self._started.set()
+        self._exited.set()
+        self._started.set()  # unblock start() if the server died
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.http_url + path, timeout=5)
+
+    def stop(self, timeout: float = 15.0, sig: int = signal.SIGINT) -> int | None:
+        """Stop the server (SIGINT, then SIGKILL after ``timeout``); return its exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        self._pump_thread.join(timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
