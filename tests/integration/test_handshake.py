@@ -14,7 +14,9 @@ Starter = Callable[..., ServerProcess]
 PLACES: list[Via] = ["header", "subprotocol", "query", "cookie"]
 
 
-async def rejected(server: ServerProcess, item_id: str, token: str | None, **kw: object) -> tuple[int, str]:
+async def rejected(
+    server: ServerProcess, item_id: str, token: str | None, **kw: object
+) -> tuple[int, str]:
     ws = await open_room(server, item_id, token, **kw)  # type: ignore[arg-type]
     code_reason = await closed_with(ws)
     await assert_healthy(server)
@@ -22,14 +24,18 @@ async def rejected(server: ServerProcess, item_id: str, token: str | None, **kw:
 
 
 @pytest.mark.parametrize("via", PLACES)
-async def test_each_credential_place_joins(server: ServerProcess, mint: Mint, item: str, via: Via) -> None:
+async def test_each_credential_place_joins(
+    server: ServerProcess, mint: Mint, item: str, via: Via
+) -> None:
     ws, welcome = await join(server, item, mint("carol"), via=via)
     async with ws:
         assert welcome["user"] == "carol"
         assert welcome["item_id"] == item
 
 
-async def test_subprotocol_answer_is_ours_never_the_token(server: ServerProcess, mint: Mint, item: str) -> None:
+async def test_subprotocol_answer_is_ours_never_the_token(
+    server: ServerProcess, mint: Mint, item: str
+) -> None:
     ws, _ = await join(server, item, mint(), via="subprotocol")
     async with ws:
         assert ws.subprotocol == "itemrooms.v1"
@@ -40,12 +46,16 @@ async def test_no_credential_is_missing_token(server: ServerProcess, item: str) 
 
 
 @pytest.mark.parametrize("via", PLACES)
-async def test_bad_token_in_each_place_is_invalid_token(server: ServerProcess, item: str, via: Via) -> None:
+async def test_bad_token_in_each_place_is_invalid_token(
+    server: ServerProcess, item: str, via: Via
+) -> None:
     assert await rejected(server, item, "not.a.jwt", via=via) == (1008, "invalid_token")
 
 
 @pytest.mark.parametrize("via", PLACES)
-async def test_expired_token_in_each_place(server: ServerProcess, mint: Mint, item: str, via: Via) -> None:
+async def test_expired_token_in_each_place(
+    server: ServerProcess, mint: Mint, item: str, via: Via
+) -> None:
     # Expired by more than the 30 s leeway.
     token = mint(extra={"exp": int(time.time()) - 120, "iat": int(time.time()) - 600})
     assert await rejected(server, item, token, via=via) == (1008, "token_expired")
@@ -72,8 +82,12 @@ async def test_not_yet_valid_token_is_invalid(server: ServerProcess, mint: Mint,
     assert await rejected(server, item, token) == (1008, "invalid_token")
 
 
-async def test_authorization_without_bearer_is_invalid(server: ServerProcess, mint: Mint, item: str) -> None:
-    ws = await open_room(server, item, None, additional_headers={"Authorization": f"Basic {mint()}"})
+async def test_authorization_without_bearer_is_invalid(
+    server: ServerProcess, mint: Mint, item: str
+) -> None:
+    ws = await open_room(
+        server, item, None, additional_headers={"Authorization": f"Basic {mint()}"}
+    )
     assert await closed_with(ws) == (1008, "invalid_token")
 
 
@@ -82,7 +96,9 @@ async def test_empty_query_token_is_invalid_not_missing(server: ServerProcess, i
     assert await closed_with(ws) == (1008, "invalid_token")
 
 
-async def test_token_over_the_length_cap_is_invalid(start_server: Starter, mint: Mint, item: str) -> None:
+async def test_token_over_the_length_cap_is_invalid(
+    start_server: Starter, mint: Mint, item: str
+) -> None:
     server = start_server(max_token_bytes=1024)
     token = mint(extra={"pad": "x" * 1000})
     assert len(token) > 1024
@@ -95,7 +111,9 @@ async def test_present_but_bad_header_is_not_skipped_for_a_good_query_token(
     server: ServerProcess, mint: Mint, item: str
 ) -> None:
     ws = await open_room(
-        server, item, None,
+        server,
+        item,
+        None,
         additional_headers={"Authorization": "Bearer forged"},
         extra_query={"token": mint()},
     )
@@ -106,20 +124,28 @@ async def test_bad_subprotocol_token_is_not_skipped_for_a_good_cookie(
     server: ServerProcess, mint: Mint, item: str
 ) -> None:
     ws = await open_room(
-        server, item, None,
+        server,
+        item,
+        None,
         subprotocols=["itemrooms.v1", "bearer.forged"],
         additional_headers={"Cookie": f"session={mint()}"},
     )
     assert await closed_with(ws) == (1008, "invalid_token")
 
 
-async def test_first_place_wins_when_both_are_valid(server: ServerProcess, mint: Mint, item: str) -> None:
-    ws, welcome = await join(server, item, mint("header-user"), extra_query={"token": mint("query-user")})
+async def test_first_place_wins_when_both_are_valid(
+    server: ServerProcess, mint: Mint, item: str
+) -> None:
+    ws, welcome = await join(
+        server, item, mint("header-user"), extra_query={"token": mint("query-user")}
+    )
     async with ws:
         assert welcome["user"] == "header-user"
 
 
-async def test_token_without_read_scope_is_forbidden(server: ServerProcess, mint: Mint, item: str) -> None:
+async def test_token_without_read_scope_is_forbidden(
+    server: ServerProcess, mint: Mint, item: str
+) -> None:
     assert await rejected(server, item, mint(scope=["items:write"])) == (1008, "forbidden")
 
 

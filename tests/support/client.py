@@ -70,7 +70,9 @@ async def recv_type(ws: ClientConnection, kind: str, timeout: float = TIMEOUT) -
     return await asyncio.wait_for(scan(), timeout)
 
 
-async def join(server: ServerProcess, item_id: str, token: str, **kw: Any) -> tuple[ClientConnection, dict[str, Any]]:
+async def join(
+    server: ServerProcess, item_id: str, token: str, **kw: Any
+) -> tuple[ClientConnection, dict[str, Any]]:
     """Connect and read the welcome frame."""
     ws = await open_room(server, item_id, token, **kw)
     welcome = await recv_json(ws)
@@ -92,7 +94,9 @@ async def closed_with(ws: ClientConnection, timeout: float = TIMEOUT) -> tuple[i
     raise AssertionError(f"expected a close, got frame {frame!r}")
 
 
-async def drain_until_closed(ws: ClientConnection, timeout: float = TIMEOUT) -> tuple[list[Any], int, str]:
+async def drain_until_closed(
+    ws: ClientConnection, timeout: float = TIMEOUT
+) -> tuple[list[Any], int, str]:
     """Read everything up to the close; return the frames and the close code and reason."""
     frames: list[Any] = []
 

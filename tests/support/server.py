@@ -30,6 +30,7 @@ class ServerProcess:
         self.cwd = cwd
         self.lines: list[str] = []
         self._started = threading.Event()
+        self._new_line = threading.Condition()
         self._exited = threading.Event()
         self.process: subprocess.Popen[str] | None = None
 
@@ -62,11 +63,18 @@ class ServerProcess:
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
-            self.lines.append(line)
+            with self._new_line:
+                self.lines.append(line)
+                self._new_line.notify_all()
             if STARTED in line:
                 self._started.set()
         self._exited.set()
         self._started.set()  # unblock start() if the server died
+
+    def wait_for_output(self, text: str, timeout: float = 5.0) -> bool:
+        """Block until ``text`` appears in the server's output (or the timeout)."""
+        with self._new_line:
+            return self._new_line.wait_for(lambda: text in self.output, timeout)
 
     @property
     def output(self) -> str:

@@ -1,0 +1,164 @@
+"""The hub in one process, with a backend that yields at every call (as a networked
+backend does), so joins, publishes and leaves interleave."""
+
+import asyncio
+import json
+from typing import Any
+
+from api.close_codes import SLOW_CONSUMER
+from api.hub.backends.base import Sender, Snapshot
+from api.hub.backends.memory import MemoryBackend
+from api.hub.hub import Hub
+from api.hub.member import Member
+
+
+class YieldingBackend(MemoryBackend):
+    """The memory backend, but every call gives the event loop a turn first."""
+
+    async def subscribe(self, item_id: str) -> None:
+        await asyncio.sleep(0)
+        await super().subscribe(item_id)
+
+    async def unsubscribe(self, item_id: str) -> None:
+        await asyncio.sleep(0)
+        await super().unsubscribe(item_id)
+
+    async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
+        await asyncio.sleep(0)
+        return await super().publish(item_id, sender, data, ref)
+
+    async def join(self, item_id: str, member: Sender) -> None:
+        await asyncio.sleep(0)
+        await super().join(item_id, member)
+
+    async def leave(self, item_id: str, member: Sender) -> None:
+        await asyncio.sleep(0)
+        await super().leave(item_id, member)
+
+    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
+        await asyncio.sleep(0)
+        return await super().snapshot(item_id, since)
+
+
+class FakeSocket:
+    """Collects what a member's writer sends; ``stalled`` never completes a send."""
+
+    def __init__(self, stalled: bool = False) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+        self.stalled = stalled
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.stalled:
+            await asyncio.Event().wait()
+        if message["type"] == "websocket.close":
+            self.closed = (message["code"], message["reason"])
+        else:
+            self.frames.append(json.loads(message["text"]))
+
+
+class Client:
+    def __init__(self, hub: Hub, user: str, limit: int = 10_000, stalled: bool = False) -> None:
+        self.socket = FakeSocket(stalled)
+        self.member = Member(Sender(user, f"c_{user}"), None, self.socket.send, limit)
+        self.writer = asyncio.create_task(self.member.run_writer())
+
+    async def settle(self) -> None:
+        """Wait (bounded) until the writer has sent everything queued so far."""
+        async with asyncio.timeout(5):
+            while self.member._queue or (self.member._waiter is None and not self.writer.done()):
+                await asyncio.sleep(0)  # a turn of the loop for the writer; not a timed wait
+
+    async def stop(self) -> None:
+        self.writer.cancel()
+        await asyncio.gather(self.writer, return_exceptions=True)
+
+
+async def make_hub() -> Hub:
+    hub = Hub(YieldingBackend(history_size=1000))
+    await hub.start()
+    return hub
+
+
+async def test_a_join_during_a_publish_storm_sees_every_later_message_once() -> None:
+    hub = await make_hub()
+    publisher = Client(hub, "pub")
+    await hub.join("r", publisher.member, None)
+
+    async def storm() -> None:
+        for i in range(200):
+            await hub.publish("r", publisher.member, str(i).encode(), None)
+
+    joiners = [Client(hub, f"j{i}") for i in range(10)]
+    since_values = [None, 0, None, 5, None, 0, None, 50, None, 0]
+    await asyncio.gather(
+        storm(), *(hub.join("r", c.member, s) for c, s in zip(joiners, since_values, strict=True))
+    )
+    for client in [publisher, *joiners]:
+        await client.settle()
+    for client, since in zip(joiners, since_values, strict=True):
+        welcome, *rest = client.socket.frames
+        assert welcome["type"] == "welcome"
+        seqs = [f["seq"] for f in rest if f["type"] == "message"]
+        if since is None:
+            first = welcome["seq"] + 1
+        else:  # a since the room never reached replays all history
+            first = since + 1 if since <= welcome["seq"] else 1
+        assert seqs == list(range(first, 201)), (since, welcome["seq"], seqs[:5])
+    for client in [publisher, *joiners]:
+        await client.stop()
+    await hub.stop()
+
+
+async def test_concurrent_joins_through_the_hub_give_everyone_the_same_room() -> None:
+    hub = await make_hub()
+    clients = [Client(hub, f"u{i}") for i in range(40)]
+    await asyncio.gather(*(hub.join("r", c.member, None) for c in clients))
+    for client in clients:
+        await client.settle()
+        welcome, *events = client.socket.frames
+        known = {m["client_id"] for m in welcome["members"]}
+        for event in events:
+            assert event["type"] == "presence" and event["event"] == "join"
+            assert event["client_id"] not in known and event["client_id"] != client.member.client_id
+            known.add(event["client_id"])
+        assert known == {c.member.client_id for c in clients} - {client.member.client_id}
+        await client.stop()
+    await hub.stop()
+
+
+async def test_a_full_queue_closes_the_member_and_tells_the_others() -> None:
+    hub = await make_hub()
+    fast, slow = Client(hub, "fast"), Client(hub, "slow", limit=3, stalled=True)
+    await hub.join("r", fast.member, None)
+    await hub.join("r", slow.member, None)
+    for i in range(10):
+        await hub.publish("r", fast.member, str(i).encode(), None)
+    await fast.settle()
+    assert slow.member.close_with == SLOW_CONSUMER
+    seqs = [f["seq"] for f in fast.socket.frames if f["type"] == "message"]
+    assert seqs == list(range(1, 11))
+    leaves = [f for f in fast.socket.frames if f["type"] == "presence" and f["event"] == "leave"]
+    assert [f["client_id"] for f in leaves] == ["c_slow"]
+    assert [m.client_id for m in (await hub.backend.snapshot("r", None)).members] == ["c_fast"]
+    await fast.stop()
+    await slow.stop()
+    await hub.stop()
+
+
+async def test_the_last_leave_unsubscribes_and_a_racing_join_still_gets_events() -> None:
+    hub = await make_hub()
+    backend = hub.backend
+    assert isinstance(backend, MemoryBackend)
+    a, b = Client(hub, "a"), Client(hub, "b")
+    await hub.join("r", a.member, None)
+    # b joins while a leaves: whichever order they interleave in, b must end up subscribed.
+    await asyncio.gather(hub.leave("r", a.member), hub.join("r", b.member, None))
+    await hub.publish("r", b.member, b"1", "mine")
+    await b.settle()
+    assert [f.get("ref") for f in b.socket.frames if f["type"] == "message"] == ["mine"]
+    await hub.leave("r", b.member)
+    assert "r" not in backend._subscribed
+    for client in (a, b):
+        await client.stop()
+    await hub.stop()
