@@ -1,0 +1,19 @@
+"""docs/PROTOCOL.md is the shared contract, copied for readers of this repository."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "PROTOCOL.md"
+
+
+def test_protocol_copy_matches_the_shared_contract() -> None:
+    copy = (ROOT / "docs" / "PROTOCOL.md").read_text()
+    assert copy.startswith("# Item rooms: the wire protocol")
+    if SHARED.exists():  # beside the checkout in CI and in development
+        assert copy == SHARED.read_text(), "docs/PROTOCOL.md drifted from ../shared/PROTOCOL.md"
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    head = readme[: readme.index("## ")]
+    assert "make run" in head and "make test" in head
