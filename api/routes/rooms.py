@@ -14,12 +14,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket
 
-from api.close_codes import INTERNAL_ERROR, SLOW_CONSUMER
+from api.close_codes import INTERNAL_ERROR, SLOW_CONSUMER, Reason
 from api.frames import PONG, FrameError, Ping, Publish, error_frame, parse_client_frame
 from api.hub.backends.base import Sender
 from api.hub.hub import Hub
 from api.hub.member import AsgiMessage, Member, text_message
-from auth.credentials import RoomClaims, accepted_subprotocol
+from auth.credentials import RoomClaims, accepted_subprotocol, reject
 from auth.permissions import can_publish
 
 log = logging.getLogger("itemrooms.rooms")
@@ -61,6 +61,13 @@ async def room_socket(
         await hub.leave(item_id, member)
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
+
+
+@router.websocket("/items/{anything:path}/ws")
+async def malformed_room_socket(websocket: WebSocket, anything: str) -> None:
+    """An item id with a ``/`` or none at all matches no room route; without this, the
+    client would get a bare HTTP 403 instead of PROTOCOL.md's close code and reason."""
+    reject(Reason.INVALID_ITEM_ID)
 
 
 async def read_frames(websocket: WebSocket, hub: Hub, item_id: str, member: Member) -> None:

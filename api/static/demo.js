@@ -94,6 +94,8 @@ function send(event) {
 const params = new URLSearchParams(location.hash.slice(1));
 if (params.get("item")) $("itemId").value = params.get("item");
 if (params.get("token")) $("token").value = params.get("token");
+// Keep the token out of the address bar, the history and copied links.
+if (location.hash) history.replaceState(null, "", location.pathname + location.search);
 $("connectForm").addEventListener("submit", connect);
 $("disconnect").addEventListener("click", () => state.ws && state.ws.close(1000));
 $("sendForm").addEventListener("submit", send);

@@ -159,7 +159,9 @@ async def test_item_outside_items_claim_is_forbidden(server: ServerProcess, mint
             assert welcome["item_id"] == allowed
 
 
-@pytest.mark.parametrize("bad_id", ["a" * 129, "a$b", "a%20b", "%C3%A9t%C3%A9"])
+@pytest.mark.parametrize(
+    "bad_id", ["a" * 129, "a$b", "a%20b", "%C3%A9t%C3%A9", "", "a/b", "a%2Fb", "a/b/c"]
+)
 async def test_invalid_item_id(server: ServerProcess, mint: Mint, bad_id: str) -> None:
     assert await rejected(server, bad_id, mint()) == (1008, "invalid_item_id")
 

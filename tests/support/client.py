@@ -44,7 +44,7 @@ async def open_room(
     return await connect(
         url,
         additional_headers=headers,
-        subprotocols=subprotocols,  # type: ignore[arg-type]
+        subprotocols=subprotocols,
         open_timeout=TIMEOUT,
         close_timeout=TIMEOUT,
         **options,
