@@ -5,7 +5,10 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from api.close_codes import SLOW_CONSUMER
+from api.hub import hub as hub_module
 from api.hub.backends.base import Sender, Snapshot
 from api.hub.backends.memory import MemoryBackend
 from api.hub.hub import Hub
@@ -160,5 +163,29 @@ async def test_the_last_leave_unsubscribes_and_a_racing_join_still_gets_events()
     await hub.leave("r", b.member)
     assert "r" not in backend._subscribed
     for client in (a, b):
+        await client.stop()
+    await hub.stop()
+
+
+async def test_a_message_is_encoded_once_per_room_not_once_per_member(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    real = hub_module.encode_message
+
+    def counting(message: Any) -> str:
+        calls.append(message.seq)
+        return real(message)
+
+    monkeypatch.setattr(hub_module, "encode_message", counting)
+    hub = await make_hub()
+    clients = [Client(hub, f"u{i}") for i in range(50)]
+    for client in clients:
+        await hub.join("r", client.member, None)
+    await hub.publish("r", clients[0].member, b"1", "ref")
+    assert calls == [1]
+    for client in clients:
+        await client.settle()
+        assert [f["seq"] for f in client.socket.frames if f["type"] == "message"] == [1]
         await client.stop()
     await hub.stop()

@@ -199,3 +199,14 @@ async def test_binary_frames_are_relayed_to_the_others_unchanged(
         assert await recv_json(a) == {"type": "pong"}
         await send_json(a, {"type": "publish", "data": "after"})
         assert (await recv_json(b))["seq"] == 1
+
+
+async def test_per_message_deflate_is_off(server: ServerProcess, mint: Mint, item: str) -> None:
+    """Offered by the client (the websockets library offers it by default), declined
+    by the server: compression roughly doubles memory per connection."""
+    ws, _ = await join(server, item, mint())
+    async with ws:
+        assert ws.request is not None and "permessage-deflate" in ws.request.headers.get(
+            "Sec-WebSocket-Extensions", ""
+        )
+        assert ws.protocol.extensions == []
