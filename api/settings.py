@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     dev_secret_file: Path = Path(".itemrooms-dev-secret")
     # Longest token we hand to the JWT library; real tokens are well under 2 KiB.
     max_token_bytes: int = Field(8192, ge=256)
+    # Namespace of every Redis key and channel, so deployments can share one Redis.
+    redis_prefix: str = "itemrooms:"
+    # Members of a process that stopped heart-beating disappear within about this long.
+    presence_ttl_s: float = Field(15.0, ge=1.0)
     # Seconds uvicorn waits for open connections at shutdown before cutting them.
     shutdown_timeout_s: int = Field(5, ge=1)
 

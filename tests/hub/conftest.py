@@ -1,29 +1,97 @@
-"""Backends under test: every backend must pass the same contract suite."""
+"""Backends under test: every backend must pass the same contract suite.
 
-from collections.abc import AsyncIterator
+The Redis backend runs against the Redis on 127.0.0.1:6379 (always there on the
+development machines and in CI: never skipped), under a key prefix of its own
+that is deleted afterwards.
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from api.hub.backends.base import Backend, Event
 from api.hub.backends.memory import MemoryBackend
+from api.hub.backends.redis import RedisBackend
 
 HISTORY = 10
+REDIS_URL = "redis://127.0.0.1:6379/0"
+WAIT_S = 5.0
 
 
 class Recorder:
-    """An EventSink that keeps what it was given."""
+    """An EventSink that keeps what it was given, and lets a test wait for it."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self._changed = asyncio.Condition()
 
     def __call__(self, event: Event) -> None:
         self.events.append(event)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, done: Callable[[list[Event]], bool]) -> list[Event]:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: done(self.events)), WAIT_S)
+        return self.events
+
+    async def count(self, n: int) -> list[Event]:
+        return await self.until(lambda events: len(events) >= n)
 
 
-@pytest.fixture(params=["memory"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Backend, Recorder]]:
+async def delete_prefix(prefix: str) -> None:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"itemrooms-test-{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(
+    request: pytest.FixtureRequest, redis_prefix: str
+) -> AsyncIterator[tuple[Backend, Recorder]]:
     recorder = Recorder()
-    instance: Backend = MemoryBackend(history_size=HISTORY)
+    instance: Backend
+    if request.param == "memory":
+        instance = MemoryBackend(history_size=HISTORY)
+    else:
+        instance = RedisBackend(REDIS_URL, prefix=redis_prefix, history_size=HISTORY)
     await instance.start(recorder)
     yield instance, recorder
     await instance.stop()
+    if request.param == "redis":
+        await delete_prefix(redis_prefix)
+
+
+RedisFactory = Callable[..., Awaitable[tuple[RedisBackend, Recorder]]]
+
+
+@pytest.fixture
+async def redis_nodes(redis_prefix: str) -> AsyncIterator[RedisFactory]:
+    """Start Redis backends sharing one prefix: several processes in miniature."""
+    started: list[RedisBackend] = []
+
+    async def start(**options: Any) -> tuple[RedisBackend, Recorder]:
+        recorder = Recorder()
+        node = RedisBackend(REDIS_URL, prefix=redis_prefix, history_size=HISTORY, **options)
+        await node.start(recorder)
+        started.append(node)
+        return node, recorder
+
+    yield start
+    for node in started:
+        await node.stop()
+    await delete_prefix(redis_prefix)

@@ -10,4 +10,11 @@ def make_backend(settings: Settings) -> Backend:
         from api.hub.backends.memory import MemoryBackend
 
         return MemoryBackend(history_size=settings.history_size)
-    raise ValueError(f"backend {settings.backend!r} is not available in this build")
+    from api.hub.backends.redis import RedisBackend
+
+    return RedisBackend(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        history_size=settings.history_size,
+        presence_ttl_s=settings.presence_ttl_s,
+    )

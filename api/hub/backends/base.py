@@ -47,6 +47,13 @@ class Relay:
 
 
 Event = Message | Presence | Relay
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot serve right now (Redis down, say); the caller answers with
+    an error instead of dropping anything silently."""
+
+
 EventSink = Callable[[Event], None]
 
 
