@@ -39,6 +39,33 @@ def demo_links(settings: Settings, host: str, port: int) -> list[str]:
     return links
 
 
+def redis_problem(url: str) -> str | None:
+    """Why the Redis backend cannot start, in one line; None when Redis answers."""
+    try:
+        import redis
+    except ImportError:
+        return "ITEMROOMS_BACKEND=redis needs redis-py: pip install 'itemrooms[redis]'"
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"cannot reach Redis at {redact_url(url)} (ITEMROOMS_REDIS_URL): {exc}"
+    finally:
+        client.close()
+    return None
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -52,6 +79,10 @@ def serve(args: argparse.Namespace) -> int:
             "--workers > 1 needs ITEMROOMS_BACKEND=redis: with the memory backend each "
             "worker would hold its own copy of every room and members would not see each other"
         )
+    if settings.backend == "redis":
+        problem = redis_problem(settings.redis_url)
+        if problem:
+            return fail(problem)
     if settings.env == "development" and any(a.startswith("HS") for a in settings.jwt_algorithms):
         alice, bob = demo_links(settings, args.host, args.port)
         print(

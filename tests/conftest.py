@@ -41,8 +41,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start a server with its own settings; stopped at the end of the test."""
     started: list[ServerProcess] = []
 
-    def start(**overrides: Any) -> ServerProcess:
-        proc = ServerProcess(server_env(**overrides), cwd=tmp_path).start()
+    def start(workers: int = 1, port: int | None = None, **overrides: Any) -> ServerProcess:
+        proc = ServerProcess(server_env(**overrides), cwd=tmp_path, port=port, workers=workers)
+        proc.start()
         started.append(proc)
         return proc
 

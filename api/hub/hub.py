@@ -136,7 +136,12 @@ class Hub:
                 if self._rooms.get(item_id) is not room:
                     continue  # released while we waited for the lock; take the new one
                 if not room.subscribed:
-                    await self.backend.subscribe(item_id)
+                    try:
+                        await self.backend.subscribe(item_id)
+                    except BaseException:
+                        if not (room.members or room.joining):
+                            del self._rooms[item_id]
+                        raise
                     room.subscribed = True
                 room.joining[member.client_id] = (member, held)
                 return room

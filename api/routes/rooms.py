@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, WebSocket
 
 from api.close_codes import INTERNAL_ERROR, SLOW_CONSUMER, Reason
 from api.frames import PONG, FrameError, Ping, Publish, error_frame, parse_client_frame
-from api.hub.backends.base import Sender
+from api.hub.backends.base import BackendUnavailable, Sender
 from api.hub.hub import Hub
 from api.hub.member import AsgiMessage, Member, text_message
 from auth.credentials import RoomClaims, accepted_subprotocol, reject
@@ -29,6 +29,7 @@ router = APIRouter()
 PONG_MESSAGE = text_message(PONG)
 CLOSE_WAIT_S = 2.0
 NOT_ALLOWED = "token lacks items:write for this item"
+UNAVAILABLE = "not published: the service is briefly unavailable; retry"
 
 
 def new_client_id() -> str:
@@ -86,10 +87,13 @@ async def read_frames(websocket: WebSocket, hub: Hub, item_id: str, member: Memb
             continue  # being closed: its frames no longer count
         text = message.get("text")
         if text is None:
-            if can_publish(member.claims, item_id):
-                await hub.relay(item_id, member, message.get("bytes") or b"")
-            else:
+            if not can_publish(member.claims, item_id):
                 reply(text_message(error_frame("not_allowed", NOT_ALLOWED)))
+                continue
+            try:
+                await hub.relay(item_id, member, message.get("bytes") or b"")
+            except BackendUnavailable:
+                reply(text_message(error_frame("unavailable", UNAVAILABLE)))
             continue
         try:
             frame = parse_client_frame(text)
@@ -97,10 +101,14 @@ async def read_frames(websocket: WebSocket, hub: Hub, item_id: str, member: Memb
             reply(text_message(error_frame(exc.code, exc.detail, exc.ref)))
             continue
         if isinstance(frame, Publish):
-            if can_publish(member.claims, item_id):
-                await hub.publish(item_id, member, frame.data, frame.ref)
-            else:
+            if not can_publish(member.claims, item_id):
                 reply(text_message(error_frame("not_allowed", NOT_ALLOWED, frame.ref)))
+                continue
+            try:
+                await hub.publish(item_id, member, frame.data, frame.ref)
+            except BackendUnavailable:
+                # Never dropped silently: the sender learns it was not published.
+                reply(text_message(error_frame("unavailable", UNAVAILABLE, frame.ref)))
         elif isinstance(frame, Ping):
             reply(PONG_MESSAGE)
         else:

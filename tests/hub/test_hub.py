@@ -3,6 +3,7 @@ backend does), so joins, publishes and leaves interleave."""
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -50,6 +51,7 @@ class FakeSocket:
         self.frames: list[dict[str, Any]] = []
         self.closed: tuple[int, str] | None = None
         self.stalled = stalled
+        self.changed = asyncio.Condition()
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.stalled:
@@ -58,6 +60,15 @@ class FakeSocket:
             self.closed = (message["code"], message["reason"])
         else:
             self.frames.append(json.loads(message["text"]))
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def until(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 10
+    ) -> None:
+        """Wait, bounded, until the frames sent so far satisfy ``done``."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: done(self.frames)), timeout)
 
 
 class Client:

@@ -6,12 +6,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 
-STARTED = "Uvicorn running on"
+RUNNING = "Uvicorn running on"
+STARTED = "Application startup complete"
 
 
 def free_port() -> int:
@@ -24,8 +26,11 @@ def free_port() -> int:
 class ServerProcess:
     """``itemrooms serve`` on a free loopback port; its output is kept in ``lines``."""
 
-    def __init__(self, env: Mapping[str, str], cwd: Path, port: int | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str], cwd: Path, port: int | None = None, workers: int = 1
+    ) -> None:
         self.port = port or free_port()
+        self.workers = workers
         self.env = {**os.environ, **env}
         self.cwd = cwd
         self.lines: list[str] = []
@@ -44,7 +49,16 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> "ServerProcess":
         itemrooms = Path(sys.executable).with_name("itemrooms")
         self.process = subprocess.Popen(
-            [str(itemrooms), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [
+                str(itemrooms),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
             env=self.env,
             cwd=self.cwd,
             stdout=subprocess.PIPE,
@@ -57,16 +71,34 @@ class ServerProcess:
             self.stop()
             raise RuntimeError("server did not start:\n" + self.output)
         if self._exited.is_set():
+            self.stop()
             raise RuntimeError("server exited at start:\n" + self.output)
+        if self.workers > 1:
+            self._wait_listening(timeout)
         return self
+
+    def _wait_listening(self, timeout: float) -> None:
+        """Workers log their start just before they listen: poll, bounded, until they do."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None
+        running, started = False, 0
         for line in self.process.stdout:
             with self._new_line:
                 self.lines.append(line)
                 self._new_line.notify_all()
-            if STARTED in line:
+            running = running or RUNNING in line
+            started += STARTED in line
+            if running and started >= self.workers:
                 self._started.set()
         self._exited.set()
         self._started.set()  # unblock start() if the server died

@@ -88,6 +88,7 @@ class RedisBackend:
             socket_connect_timeout=2,
             socket_timeout=COMMAND_TIMEOUT_S,
             health_check_interval=5,
+            client_name=f"itemrooms-{self.node_id}",  # tells operators who is connected
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         )
         self._redis = aioredis.Redis(connection_pool=pool)
@@ -98,6 +99,7 @@ class RedisBackend:
         }
         self._rooms: dict[str, _Room] = {}  # subscribed rooms
         self._local: dict[tuple[str, str], Sender] = {}  # (item, client_id) this node joined
+        self._pending_leaves: dict[tuple[str, str], Sender] = {}  # left while Redis was away
         self._sink: EventSink | None = None
         self._connected = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -206,6 +208,13 @@ class RedisBackend:
 
     async def leave(self, item_id: str, member: Sender) -> None:
         self._local.pop((item_id, member.client_id), None)
+        try:
+            await self._unregister(item_id, member)
+        except BackendUnavailable:
+            # Our heartbeat keeps the entry alive, so it must be removed later, not forgotten.
+            self._pending_leaves[(item_id, member.client_id)] = member
+
+    async def _unregister(self, item_id: str, member: Sender) -> None:
         keys = [
             self._key("presence", item_id),
             self._node_members_key(self.node_id),
@@ -295,6 +304,9 @@ class RedisBackend:
             await self._heartbeat_once()
             for (item_id, _), member in list(self._local.items()):
                 await self._register(item_id, member)
+            for key, member in list(self._pending_leaves.items()):
+                await self._unregister(key[0], member)
+                del self._pending_leaves[key]
             return
         item_id = channel[len(self._key("room", "")) :]
         room = self._rooms.get(item_id)
