@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from auth.tokens import mint_token
 from tests.support.client import join, recv_type, send_json
@@ -14,6 +15,7 @@ from tests.support.server import ServerProcess
 
 SECRET = secrets.token_urlsafe(48)
 HISTORY_SIZE = 20
+PRESENCE_TTL_S = 2
 
 Mint = Callable[..., str]
 
@@ -50,6 +52,32 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the shared Redis, deleted afterwards."""
+    prefix = f"itemrooms-test-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = redis.Redis()
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def start_redis_server(
+    start_server: Callable[..., ServerProcess], redis_prefix: str
+) -> Callable[..., ServerProcess]:
+    """Start servers with the Redis backend, all sharing this test's key prefix."""
+
+    def start(**overrides: Any) -> ServerProcess:
+        return start_server(
+            backend="redis", redis_prefix=redis_prefix, presence_ttl_s=PRESENCE_TTL_S, **overrides
+        )
+
+    return start
 
 
 @pytest.fixture

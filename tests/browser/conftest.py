@@ -113,7 +113,8 @@ async def screenshot_all(ctx: BrowserContext, test_name: str) -> None:
 async def open_page(
     context: BrowserContext, server: ServerProcess, request: pytest.FixtureRequest
 ) -> AsyncIterator[OpenPage]:
-    """``await open_page("/#item=…")``: a new page of the test's context, at that server path."""
+    """``await open_page("/#item=…")``: a new page of the test's context, at that path of
+    the session's server (or at a full URL, for another server)."""
     errors: list[str] = []
 
     def on_console(msg: ConsoleMessage) -> None:
@@ -128,7 +129,8 @@ async def open_page(
         page = await context.new_page()
         page.on("console", on_console)
         page.on("pageerror", on_pageerror)
-        response = await page.goto(server.http_url + path, wait_until="load")
+        url = path if path.startswith("http") else server.http_url + path
+        response = await page.goto(url, wait_until="load")
         assert response is not None and response.ok, f"GET {path}: {response and response.status}"
         return page
 

@@ -2,40 +2,16 @@
 
 import asyncio
 import signal
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis
 
-from tests.conftest import Mint
+from tests.conftest import PRESENCE_TTL_S, Mint
 from tests.support.client import join, recv_json, recv_type, send_json
 from tests.support.server import ServerProcess
 
 Starter = Callable[..., ServerProcess]
-PRESENCE_TTL_S = 2
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    prefix = f"itemrooms-test-{uuid.uuid4().hex[:10]}:"
-    yield prefix
-    client = redis.Redis()
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
-def start_redis_server(start_server: Starter, redis_prefix: str) -> Starter:
-    def start(**overrides: Any) -> ServerProcess:
-        return start_server(
-            backend="redis", redis_prefix=redis_prefix, presence_ttl_s=PRESENCE_TTL_S, **overrides
-        )
-
-    return start
 
 
 async def test_fan_out_across_processes(start_redis_server: Starter, mint: Mint, item: str) -> None:
