@@ -4,6 +4,11 @@ Broadcast only appends to queues, so one client that stops reading can never
 hold up a room: its queue fills, and it is closed with 1013 ``slow_consumer``
 while the others go on. Queue items are ready-made ASGI messages, shared by
 every member that receives the same frame.
+
+"Full" means ``limit`` frames queued *while the writer is stuck in a send*
+(the socket is backpressured: the client is not reading). A burst that arrives
+faster than the writer task gets scheduled (many publishes in one socket read,
+say) may queue past the limit without evicting anyone, up to a hard cap.
 """
 
 import asyncio
@@ -26,8 +31,21 @@ def bytes_message(payload: bytes) -> AsgiMessage:
     return {"type": "websocket.send", "bytes": payload}
 
 
+# A queue never holds more than this many times its limit, stuck writer or not.
+BURST_CAP_FACTOR = 8
+
+
 class Member:
-    __slots__ = ("sender", "claims", "_send", "_limit", "_queue", "_waiter", "close_with")
+    __slots__ = (
+        "sender",
+        "claims",
+        "_send",
+        "_limit",
+        "_queue",
+        "_waiter",
+        "_blocked",
+        "close_with",
+    )
 
     def __init__(self, sender: Sender, claims: Any, send: AsgiSend, limit: int) -> None:
         self.sender = sender
@@ -36,6 +54,9 @@ class Member:
         self._limit = limit
         self._queue: deque[AsgiMessage] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        # True only while a send is suspended: a send to a writable socket completes
+        # without yielding, so push() can only observe this when the socket is full.
+        self._blocked = False
         # Set once the connection is to be closed; nothing more is queued after it.
         self.close_with: Close | None = None
 
@@ -47,8 +68,10 @@ class Member:
         """Queue a frame without waiting; False if the queue is full (a slow consumer)."""
         if self.close_with is not None:
             return True
-        if len(self._queue) >= self._limit and not force:
-            return False
+        queued = len(self._queue)
+        if queued >= self._limit and not force:
+            if self._blocked or queued >= self._limit * BURST_CAP_FACTOR:
+                return False
         self._queue.append(message)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -73,7 +96,9 @@ class Member:
         while True:
             while queue:
                 message = queue.popleft()
+                self._blocked = True
                 await send(message)
+                self._blocked = False
                 if message["type"] == "websocket.close":
                     return
             self._waiter = loop.create_future()

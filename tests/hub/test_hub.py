@@ -13,7 +13,7 @@ from api.hub import hub as hub_module
 from api.hub.backends.base import Sender, Snapshot
 from api.hub.backends.memory import MemoryBackend
 from api.hub.hub import Hub
-from api.hub.member import Member
+from api.hub.member import BURST_CAP_FACTOR, Member
 
 
 class YieldingBackend(MemoryBackend):
@@ -198,5 +198,39 @@ async def test_a_message_is_encoded_once_per_room_not_once_per_member(
     for client in clients:
         await client.settle()
         assert [f["seq"] for f in client.socket.frames if f["type"] == "message"] == [1]
+        await client.stop()
+    await hub.stop()
+
+
+async def test_a_burst_beyond_the_queue_limit_evicts_nobody_who_keeps_reading() -> None:
+    """Many publishes handled before any writer runs (one socket read full of them)
+    must not count as every member being slow."""
+    hub = Hub(MemoryBackend())  # publish never yields: the whole burst lands at once
+    await hub.start()
+    clients = [Client(hub, f"u{i}", limit=10) for i in range(5)]
+    for client in clients:
+        await hub.join("r", client.member, None)
+    for i in range(50):
+        await hub.publish("r", clients[0].member, str(i).encode(), None)
+    for client in clients:
+        await client.settle()
+        assert client.member.close_with is None
+        assert [f["seq"] for f in client.socket.frames if f["type"] == "message"] == list(
+            range(1, 51)
+        )
+        await client.stop()
+    await hub.stop()
+
+
+async def test_even_a_burst_has_a_hard_cap() -> None:
+    hub = Hub(MemoryBackend())
+    await hub.start()
+    a, b = Client(hub, "a", limit=10), Client(hub, "b", limit=10)
+    await hub.join("r", a.member, None)
+    await hub.join("r", b.member, None)
+    for _ in range(10 * BURST_CAP_FACTOR + 5):
+        await hub.publish("r", a.member, b"0", None)
+    assert a.member.close_with == SLOW_CONSUMER and b.member.close_with == SLOW_CONSUMER
+    for client in (a, b):
         await client.stop()
     await hub.stop()
