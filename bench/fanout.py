@@ -1,0 +1,168 @@
+"""Fan-out benchmark: one room, N members, itemrooms against the FastAPI tutorial.
+
+    python -m bench.fanout            # 1,000 members, 3 interleaved runs each
+    python -m bench.fanout --quick    # smoke run: 50 members, a few seconds
+
+Each run starts a fresh server pinned to one core and the load generator
+pinned to the other, measures deliveries per second (message frames received
+by all members / first publish to last delivery) and the server's CPU per
+delivery, and checks that every member got every message. Runs alternate
+between the servers (A, B, A, B, ...) so that slow drifts in the machine's
+load hit both alike; the table shows medians. See bench/README.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench.report import ratios, run_line, summarize, table
+from bench.run import Config, RunResult, run_once
+from bench.servers import ITEMROOMS, TUTORIAL
+from bench.system import raise_nofile_limit
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+SERVERS = (ITEMROOMS, TUTORIAL)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 50 members, 200 messages")
+    p.add_argument("--runs", type=int, default=None, help="runs per server (default 3; quick 1)")
+    p.add_argument("--members", type=int, default=None, help="members in the room (1000)")
+    p.add_argument("--messages", type=int, default=None, help="messages published (500)")
+    p.add_argument("--window", type=int, default=16, help="messages in flight at most (16)")
+    p.add_argument("--data-bytes", type=int, default=64, help="size of each message's data")
+    p.add_argument("--load-procs", type=int, default=1, help="load generator processes (1)")
+    p.add_argument(
+        "--send-queue",
+        type=int,
+        default=None,
+        help="ITEMROOMS_SEND_QUEUE (default: 4 x (members + window), at least 1024)",
+    )
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma list, in run order")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument("--no-pin", action="store_true", help="do not pin (a one-core machine)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (bench/results/...)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.runs = args.runs or (1 if quick else 3)
+    args.members = args.members or (50 if quick else 1000)
+    args.messages = args.messages or (200 if quick else 500)
+    if args.send_queue is None:
+        args.send_queue = max(1024, 4 * (args.members + args.window))
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    for name in args.servers:
+        if name not in SERVERS:
+            p.error(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
+    if args.members < 2 or args.messages < 1 or args.window < 1 or args.runs < 1:
+        p.error("--members must be at least 2; --messages, --window and --runs at least 1")
+    if not 1 <= args.load_procs <= args.members:
+        p.error("--load-procs must be between 1 and --members")
+    return args
+
+
+def pin_self(args: argparse.Namespace) -> None:
+    """Keep the orchestrator (idle while measuring) off the server's core."""
+    if args.no_pin:
+        return
+    allowed = os.sched_getaffinity(0)
+    if {args.server_cpu, args.load_cpu} - allowed or args.server_cpu == args.load_cpu:
+        sys.exit(
+            f"fanout: cannot pin to cores {args.server_cpu} and {args.load_cpu} "
+            f"(allowed: {sorted(allowed)}); use --server-cpu/--load-cpu or --no-pin"
+        )
+    os.sched_setaffinity(0, {args.load_cpu})
+
+
+def environment() -> dict[str, Any]:
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10)
+        return done.stdout.strip()
+
+    packages = ("fastapi", "starlette", "uvicorn", "uvloop", "websockets", "python-jose")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--", "api", "auth")),
+        "python": platform.python_version(),
+        "packages": {name: version(name) for name in packages},
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    pin_self(args)
+    raise_nofile_limit()
+    cfg = Config(
+        members=args.members,
+        messages=args.messages,
+        window=args.window,
+        data_bytes=args.data_bytes,
+        load_procs=args.load_procs,
+        send_queue=args.send_queue,
+        server_cpu=None if args.no_pin else args.server_cpu,
+        load_cpu=None if args.no_pin else args.load_cpu,
+        setup_timeout_s=90.0,
+        deadline_s=120.0,
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or RESULTS / f"fanout-{stamp}.json"
+    logs = out.with_name(out.stem + "-logs")
+    title = (
+        f"fan-out: {cfg.members} members, {cfg.messages} messages of {cfg.data_bytes} B data, "
+        f"window {cfg.window}, {cfg.load_procs} load process(es), {args.runs} run(s) per server, "
+        f"interleaved; medians"
+    )
+    print(title, flush=True)
+    started = time.monotonic()
+    results: dict[str, list[RunResult]] = {name: [] for name in args.servers}
+    for index in range(args.runs):
+        for name in args.servers:
+            result = run_once(name, index, cfg, REPO, logs)
+            results[name].append(result)
+            print(run_line(result), flush=True)
+    cpu_names = (f"cpu{args.server_cpu}", f"cpu{args.load_cpu}")
+    summaries = [summarize(name, runs, *cpu_names) for name, runs in results.items()]
+    print()
+    print(table(summaries, title))
+    ratio: dict[str, float] = {}
+    if len(summaries) == 2 and {s.server for s in summaries} == {ITEMROOMS, TUTORIAL}:
+        mine, base = sorted(summaries, key=lambda s: s.server != ITEMROOMS)
+        ratio = ratios(mine, base)
+        print(
+            f"\nitemrooms/tutorial: deliveries/s x{ratio['deliveries_per_s']:.2f}, "
+            f"server CPU per delivery x{ratio['server_us_per_delivery']:.2f} "
+            f"(below 1 = itemrooms spends less CPU per delivery)"
+        )
+    total = time.monotonic() - started
+    report = {
+        "title": title,
+        "config": {**asdict(cfg), "runs": args.runs, "servers": args.servers},
+        "environment": environment(),
+        "runs": [r.to_json() for runs in results.values() for r in runs],
+        "summary": {s.server: asdict(s) for s in summaries},
+        "ratio_itemrooms_over_tutorial": ratio,
+        "total_s": round(total, 1),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{total:.0f}s in all; results: {out}; server logs: {logs}/")
+    # Non-zero when a number above cannot be trusted or a member missed something.
+    bad = any(s.failed or s.lost or s.evicted for s in summaries)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

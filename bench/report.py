@@ -1,0 +1,151 @@
+"""Medians, ratios and verdicts from the runs: what the table and the JSON say.
+
+Why medians: on a shared two-core machine one run in three can lose a third of
+a core to somebody else; the median of interleaved runs ignores that run
+without our having to guess which one it was.
+
+Why a verdict per server: deliveries/s only measures the server when the
+server's core is the one that is full. When the load generator's core is full
+(by itself or by other tenants), the rate is a lower bound for the server, and
+server CPU µs per delivery is the number to compare.
+"""
+
+from dataclasses import dataclass
+from statistics import median
+
+from bench.run import RunResult
+
+FULL_PCT = 85.0  # a core this busy (us + others) is the bottleneck
+NOISY_PCT = 10.0  # others using this much of one of our cores make a run noisy
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    server: str
+    runs: int
+    failed: int
+    rate: float  # median deliveries/s
+    rate_min: float
+    rate_max: float
+    server_us: float  # median server CPU µs per delivery
+    server_pct: float
+    load_pct: float
+    load_us: float  # median generator CPU µs per frame
+    other_server_core: float  # median % of the server's core used by other processes
+    other_load_core: float
+    lost: int
+    disorder: int
+    evicted: dict[str, int]  # close code and reason -> members, over all runs
+    problems: dict[str, int]  # server log problem lines by phase, over all runs
+    setup_s: float
+    verdict: str
+
+
+def verdict(server_full: bool, load_full: bool, others: float) -> str:
+    if load_full and not server_full:
+        text = "LOAD GENERATOR BOUND: its core was full, so deliveries/s is a lower bound"
+    elif server_full and not load_full:
+        text = "server bound (good: the server's core was the full one)"
+    elif server_full and load_full:
+        text = "both cores full: the rate may be limited by either side"
+    else:
+        text = "neither core full: limited by latency (try a larger --window)"
+    if others >= NOISY_PCT:
+        text += f"; NOISY: other processes used {others:.0f}% of one of our cores"
+    return text
+
+
+def summarize(server: str, runs: list[RunResult], server_cpu: str, load_cpu: str) -> Summary:
+    ok = [r for r in runs if r.ok] or runs
+
+    def med(values: list[float]) -> float:
+        return median(values) if values else 0.0
+
+    evicted: dict[str, int] = {}
+    problems: dict[str, int] = {}
+    for r in runs:
+        for key, n in r.closes.items():
+            evicted[key] = evicted.get(key, 0) + n
+        for phase, n in r.log_problem_counts.items():
+            problems[phase] = problems.get(phase, 0) + n
+    rates = [r.deliveries_per_s for r in ok]
+    other_server = med([r.other_busy_pct.get(server_cpu, 0.0) for r in ok])
+    other_load = med([r.other_busy_pct.get(load_cpu, 0.0) for r in ok])
+    server_pct = med([r.server_cpu_pct for r in ok])
+    load_pct = med([r.load_cpu_pct for r in ok])
+    return Summary(
+        server=server,
+        runs=len(runs),
+        failed=sum(1 for r in runs if not r.ok or r.error),
+        rate=med(rates),
+        rate_min=min(rates, default=0.0),
+        rate_max=max(rates, default=0.0),
+        server_us=med([r.server_us_per_delivery for r in ok]),
+        server_pct=server_pct,
+        load_pct=load_pct,
+        load_us=med([r.load_us_per_frame for r in ok]),
+        other_server_core=other_server,
+        other_load_core=other_load,
+        lost=sum(r.lost for r in runs),
+        disorder=sum(r.disorder for r in runs),
+        evicted=evicted,
+        problems=problems,
+        setup_s=med([r.setup_s for r in ok]),
+        verdict=verdict(
+            server_pct + other_server >= FULL_PCT,
+            load_pct + other_load >= FULL_PCT,
+            max(other_server, other_load),
+        )
+        if any(r.ok for r in runs)
+        else "no run could be measured",
+    )
+
+
+def run_line(r: RunResult) -> str:
+    if not r.ok:
+        return f"  {r.server:<10} run {r.run}: FAILED: {(r.error or '').splitlines()[0][:160]}"
+    others = " ".join(f"{k} {v:.0f}%" for k, v in r.other_busy_pct.items())
+    extra = f" lost {r.lost}" if r.lost else ""
+    extra += f" closes {r.closes}" if r.closes else ""
+    return (
+        f"  {r.server:<10} run {r.run}: {r.deliveries_per_s:>9,.0f} deliveries/s in "
+        f"{r.elapsed_s:5.2f}s | server {r.server_us_per_delivery:5.1f} µs/delivery "
+        f"{r.server_cpu_pct:3.0f}% | loadgen {r.load_cpu_pct:3.0f}% "
+        f"({r.load_us_per_frame:4.1f} µs/frame) | others {others} | setup {r.setup_s:4.1f}s "
+        f"(server CPU {r.server_setup_cpu_s:4.1f}s)"
+        f"{extra}"
+    )
+
+
+def table(summaries: list[Summary], title: str) -> str:
+    head = (
+        f"{'server':<10} {'deliveries/s':>12} {'(min-max)':>19} {'srv µs/dlv':>10} "
+        f"{'srv CPU':>7} {'load CPU':>8} {'others srv/load':>15} {'lost':>5} {'evicted':>7}"
+    )
+    lines = [title, head, "-" * len(head)]
+    for s in summaries:
+        spread = f"({s.rate_min / 1000:,.1f}k-{s.rate_max / 1000:,.1f}k)"
+        others = f"{s.other_server_core:.0f}%/{s.other_load_core:.0f}%"
+        lines.append(
+            f"{s.server:<10} {s.rate:>12,.0f} {spread:>19} {s.server_us:>10.1f} "
+            f"{s.server_pct:>6.0f}% {s.load_pct:>7.0f}% {others:>15} {s.lost:>5} "
+            f"{sum(s.evicted.values()):>7}"
+        )
+    lines.append("")
+    for s in summaries:
+        lines.append(f"{s.server}: {s.verdict}")
+        if s.failed:
+            lines.append(f"{s.server}: {s.failed} run(s) failed or incomplete: see the JSON")
+        if s.evicted:
+            lines.append(f"{s.server}: members closed by the server: {s.evicted}")
+        if any(s.problems.values()):
+            lines.append(f"{s.server}: problem lines in the server log: {s.problems}")
+    return "\n".join(lines)
+
+
+def ratios(a: Summary, b: Summary) -> dict[str, float]:
+    """``a`` over ``b``: above 1 means a delivers faster / spends more CPU per delivery."""
+    return {
+        "deliveries_per_s": a.rate / b.rate if b.rate else 0.0,
+        "server_us_per_delivery": a.server_us / b.server_us if b.server_us else 0.0,
+    }
