@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, Field
 
+from api.hub.backends.base import Message, Presence, Sender, Snapshot
+
 MAX_REF_LENGTH = 128
 
 
@@ -153,6 +155,56 @@ def parse_client_frame(text: str) -> Publish | Ping | Refresh:
             raise FrameError("invalid_frame", "refresh needs a token", ref)
         return Refresh(token)
     raise FrameError("unknown_type", f"unknown frame type {str(kind)[:32]!r}", ref)
+
+
+def encode_message(message: Message) -> str:
+    return orjson.dumps(
+        {
+            "type": "message",
+            "item_id": message.item_id,
+            "seq": message.seq,
+            "ts": message.ts,
+            "sender": {"user": message.sender.user, "client_id": message.sender.client_id},
+            "data": orjson.Fragment(message.data),
+        }
+    ).decode()
+
+
+def with_ref(frame: str, ref: str) -> str:
+    """The sender's copy of an encoded message: the same frame plus its ``ref``."""
+    return f'{frame[:-1]},"ref":{orjson.dumps(ref).decode()}}}'
+
+
+def encode_presence(event: Presence) -> str:
+    member = event.member
+    return orjson.dumps(
+        {
+            "type": "presence",
+            "item_id": event.item_id,
+            "event": event.event,
+            "user": member.user,
+            "client_id": member.client_id,
+        }
+    ).decode()
+
+
+def encode_welcome(item_id: str, member: Sender, snapshot: Snapshot) -> str:
+    others = [
+        {"user": m.user, "client_id": m.client_id}
+        for m in snapshot.members
+        if m.client_id != member.client_id
+    ]
+    return orjson.dumps(
+        {
+            "type": "welcome",
+            "item_id": item_id,
+            "client_id": member.client_id,
+            "user": member.user,
+            "members": others,
+            "seq": snapshot.seq,
+            "recovered": snapshot.recovered,
+        }
+    ).decode()
 
 
 def encode(frame: dict[str, Any]) -> str:

@@ -16,9 +16,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from api.close_codes import SLOW_CONSUMER, Close
+from api.frames import encode_message, encode_presence, encode_welcome, with_ref
 from api.hub.backends.base import Backend, Event, Message, Presence, Relay, Snapshot
 from api.hub.member import AsgiMessage, Member, bytes_message, text_message
 
@@ -34,56 +33,6 @@ class _Room:
     subscribed: bool = False
     # Serialises subscribe and unsubscribe, so a join never races the last leave.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-def encode_message(message: Message) -> str:
-    return orjson.dumps(
-        {
-            "type": "message",
-            "item_id": message.item_id,
-            "seq": message.seq,
-            "ts": message.ts,
-            "sender": {"user": message.sender.user, "client_id": message.sender.client_id},
-            "data": orjson.Fragment(message.data),
-        }
-    ).decode()
-
-
-def with_ref(frame: str, ref: str) -> str:
-    """The sender's copy of an encoded message: the same frame plus its ``ref``."""
-    return f'{frame[:-1]},"ref":{orjson.dumps(ref).decode()}}}'
-
-
-def encode_presence(event: Presence) -> str:
-    member = event.member
-    return orjson.dumps(
-        {
-            "type": "presence",
-            "item_id": event.item_id,
-            "event": event.event,
-            "user": member.user,
-            "client_id": member.client_id,
-        }
-    ).decode()
-
-
-def encode_welcome(item_id: str, member: Member, snapshot: Snapshot) -> str:
-    others = [
-        {"user": m.user, "client_id": m.client_id}
-        for m in snapshot.members
-        if m.client_id != member.client_id
-    ]
-    return orjson.dumps(
-        {
-            "type": "welcome",
-            "item_id": item_id,
-            "client_id": member.client_id,
-            "user": member.sender.user,
-            "members": others,
-            "seq": snapshot.seq,
-            "recovered": snapshot.recovered,
-        }
-    ).decode()
 
 
 class Hub:
@@ -119,9 +68,11 @@ class Hub:
             raise
         # The welcome, the replay and what was held back are bounded by the history
         # size and the join's duration, so they bypass the send queue's limit.
-        member.push(text_message(encode_welcome(item_id, member, snapshot)), force=True)
-        for message in snapshot.messages:
-            member.push(text_message(encode_message(message)), force=True)
+        member.push(text_message(encode_welcome(item_id, member.sender, snapshot)), force=True)
+        if snapshot.messages:
+            # Encoded by the writer as it sends, one at a time: a resuming client that
+            # does not read holds no copy of the history.
+            member.push_stream(text_message(encode_message(m)) for m in snapshot.messages)
         self._release_held(member, snapshot, held)
         del room.joining[member.client_id]
         room.members[member.client_id] = member

@@ -13,14 +13,18 @@ say) may queue past the limit without evicting anyone, up to a hard cap.
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from api.close_codes import Close
 from api.hub.backends.base import Sender
+from auth.tokens import Claims
 
 AsgiMessage = dict[str, Any]
 AsgiSend = Callable[[AsgiMessage], Awaitable[None]]
+# A queue item: one message, or a stream of them (a replay) that the writer
+# encodes as it sends, and that counts as one item.
+QueueItem = AsgiMessage | Iterator[AsgiMessage]
 
 
 def text_message(text: str) -> AsgiMessage:
@@ -39,6 +43,7 @@ class Member:
     __slots__ = (
         "sender",
         "claims",
+        "may_publish",
         "_send",
         "_limit",
         "_queue",
@@ -47,12 +52,15 @@ class Member:
         "close_with",
     )
 
-    def __init__(self, sender: Sender, claims: Any, send: AsgiSend, limit: int) -> None:
+    def __init__(
+        self, sender: Sender, claims: Claims, may_publish: bool, send: AsgiSend, limit: int
+    ) -> None:
         self.sender = sender
         self.claims = claims
+        self.may_publish = may_publish  # decided once, at join, from the claims
         self._send = send
         self._limit = limit
-        self._queue: deque[AsgiMessage] = deque()
+        self._queue: deque[QueueItem] = deque()
         self._waiter: asyncio.Future[None] | None = None
         # True only while a send is suspended: a send to a writable socket completes
         # without yielding, so push() can only observe this when the socket is full.
@@ -73,10 +81,19 @@ class Member:
             if self._blocked or queued >= self._limit * BURST_CAP_FACTOR:
                 return False
         self._queue.append(message)
+        self._wake()
+        return True
+
+    def push_stream(self, messages: Iterator[AsgiMessage]) -> None:
+        """Queue a stream of frames (a replay), produced lazily by the writer."""
+        if self.close_with is None:
+            self._queue.append(messages)
+            self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        return True
 
     def close(self, close: Close) -> None:
         """Drop what is queued and send a close frame next; idempotent."""
@@ -85,22 +102,29 @@ class Member:
         self._queue.clear()
         self._queue.append({"type": "websocket.close", "code": close.code, "reason": close.reason})
         self.close_with = close
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
+
+    async def _send_one(self, message: AsgiMessage) -> None:
+        self._blocked = True
+        await self._send(message)
+        self._blocked = False
 
     async def run_writer(self) -> None:
         """Send queued frames until a close is sent or the socket is gone."""
-        queue, send = self._queue, self._send
+        queue = self._queue
         loop = asyncio.get_running_loop()
         while True:
             while queue:
-                message = queue.popleft()
-                self._blocked = True
-                await send(message)
-                self._blocked = False
-                if message["type"] == "websocket.close":
-                    return
+                item = queue.popleft()
+                if isinstance(item, dict):
+                    await self._send_one(item)
+                    if item["type"] == "websocket.close":
+                        return
+                    continue
+                for message in item:
+                    if self.close_with is not None:
+                        break  # the close waits behind it in the queue
+                    await self._send_one(message)
             self._waiter = loop.create_future()
             try:
                 await self._waiter

@@ -47,7 +47,8 @@ async def room_socket(
     settings = websocket.app.state.settings
     await websocket.accept(subprotocol=accepted_subprotocol(websocket))
     sender = Sender(user=claims.sub, client_id=new_client_id())
-    member = Member(sender, claims, websocket.send, settings.send_queue)
+    may_publish = can_publish(claims, item_id)
+    member = Member(sender, claims, may_publish, websocket.send, settings.send_queue)
     writer = asyncio.create_task(member.run_writer(), name=f"writer {sender.client_id}")
     try:
         await hub.join(item_id, member, since)
@@ -87,7 +88,7 @@ async def read_frames(websocket: WebSocket, hub: Hub, item_id: str, member: Memb
             continue  # being closed: its frames no longer count
         text = message.get("text")
         if text is None:
-            if not can_publish(member.claims, item_id):
+            if not member.may_publish:
                 reply(text_message(error_frame("not_allowed", NOT_ALLOWED)))
                 continue
             try:
@@ -101,7 +102,7 @@ async def read_frames(websocket: WebSocket, hub: Hub, item_id: str, member: Memb
             reply(text_message(error_frame(exc.code, exc.detail, exc.ref)))
             continue
         if isinstance(frame, Publish):
-            if not can_publish(member.claims, item_id):
+            if not member.may_publish:
                 reply(text_message(error_frame("not_allowed", NOT_ALLOWED, frame.ref)))
                 continue
             try:

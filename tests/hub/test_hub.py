@@ -14,6 +14,7 @@ from api.hub.backends.base import Sender, Snapshot
 from api.hub.backends.memory import MemoryBackend
 from api.hub.hub import Hub
 from api.hub.member import BURST_CAP_FACTOR, Member
+from auth.tokens import Claims
 
 
 class YieldingBackend(MemoryBackend):
@@ -74,7 +75,8 @@ class FakeSocket:
 class Client:
     def __init__(self, hub: Hub, user: str, limit: int = 10_000, stalled: bool = False) -> None:
         self.socket = FakeSocket(stalled)
-        self.member = Member(Sender(user, f"c_{user}"), None, self.socket.send, limit)
+        claims = Claims(sub=user, exp=2**40, scope=frozenset({"items:read", "items:write"}))
+        self.member = Member(Sender(user, f"c_{user}"), claims, True, self.socket.send, limit)
         self.writer = asyncio.create_task(self.member.run_writer())
 
     async def settle(self) -> None:
@@ -232,5 +234,31 @@ async def test_even_a_burst_has_a_hard_cap() -> None:
         await hub.publish("r", a.member, b"0", None)
     assert a.member.close_with == SLOW_CONSUMER and b.member.close_with == SLOW_CONSUMER
     for client in (a, b):
+        await client.stop()
+    await hub.stop()
+
+
+async def test_a_resuming_client_that_does_not_read_holds_no_copy_of_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hub = Hub(MemoryBackend(history_size=1000))
+    await hub.start()
+    writer = Client(hub, "w")
+    await hub.join("r", writer.member, None)
+    for i in range(200):
+        await hub.publish("r", writer.member, str(i).encode(), None)
+    encoded: list[int] = []
+    real = hub_module.encode_message
+    monkeypatch.setattr(hub_module, "encode_message", lambda m: encoded.append(m.seq) or real(m))
+    stalled = Client(hub, "s", limit=10, stalled=True)
+    await hub.join("r", stalled.member, 0)
+    assert len(stalled.member._queue) <= 2  # the welcome and the replay, as one item
+    assert encoded == []  # nothing of the history encoded for a client that does not read
+    reader = Client(hub, "reader")
+    await hub.join("r", reader.member, 0)
+    await reader.settle()
+    seqs = [f["seq"] for f in reader.socket.frames if f["type"] == "message"]
+    assert seqs == list(range(1, 201)) and encoded == list(range(1, 201))
+    for client in (writer, stalled, reader):
         await client.stop()
     await hub.stop()
