@@ -7,11 +7,13 @@ the next one (otherwise a forged header could hide behind a valid cookie, or
 the other way round).
 """
 
+from dataclasses import dataclass
 from typing import Annotated, NoReturn
 
 from fastapi import Cookie, Depends, Header, Path, Query, WebSocket, WebSocketException
 
 from api.close_codes import POLICY_VIOLATION, Reason
+from auth.origins import origin_allowed
 from auth.permissions import can_join
 from auth.tokens import Claims, TokenError, TokenVerifier
 
@@ -30,35 +32,37 @@ def reject(reason: Reason | str) -> NoReturn:
     raise WebSocketException(code=POLICY_VIOLATION, reason=str(reason))
 
 
+# Each place answers None (nothing there) or what it holds; "" means present but
+# malformed, which bearer_credential rejects rather than skipping to the next place.
+
+
 def header_token(authorization: Annotated[str | None, Header()] = None) -> str | None:
     if authorization is None:
         return None
     scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        reject(Reason.INVALID_TOKEN)
-    return token.strip()
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def subprotocol_token(websocket: WebSocket) -> str | None:
     for offered in websocket.scope.get("subprotocols", ()):
         if offered.startswith(BEARER_SUBPROTOCOL_PREFIX):
             token: str = offered[len(BEARER_SUBPROTOCOL_PREFIX) :]
-            if not token:
-                reject(Reason.INVALID_TOKEN)
             return token
     return None
 
 
 def query_token(token: Annotated[str | None, Query()] = None) -> str | None:
-    if token is not None and not token:
-        reject(Reason.INVALID_TOKEN)
     return token
 
 
 def cookie_token(session: Annotated[str | None, Cookie()] = None) -> str | None:
-    if session is not None and not session:
-        reject(Reason.INVALID_TOKEN)
     return session
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    place: str  # "header", "subprotocol", "query" or "cookie"
+    token: str
 
 
 def bearer_credential(
@@ -66,11 +70,31 @@ def bearer_credential(
     subprotocol: Annotated[str | None, Depends(subprotocol_token)],
     query: Annotated[str | None, Depends(query_token)],
     cookie: Annotated[str | None, Depends(cookie_token)],
-) -> str:
-    for token in (header, subprotocol, query, cookie):
+) -> Credential:
+    """The first place that holds a credential decides, in PROTOCOL.md's order."""
+    places = (
+        ("header", header),
+        ("subprotocol", subprotocol),
+        ("query", query),
+        ("cookie", cookie),
+    )
+    for place, token in places:
         if token is not None:
-            return token
+            if not token:
+                reject(Reason.INVALID_TOKEN)
+            return Credential(place, token)
     reject(Reason.MISSING_TOKEN)
+
+
+def checked_origin(
+    websocket: WebSocket, origin: Annotated[str | None, Header()] = None
+) -> str | None:
+    """The handshake's ``Origin`` if allowed, None if absent; anything else is refused."""
+    if origin is not None:
+        allowed = websocket.app.state.settings.allowed_origins
+        if not origin_allowed(origin, websocket, allowed):
+            reject(Reason.ORIGIN_NOT_ALLOWED)
+    return origin
 
 
 def get_verifier(websocket: WebSocket) -> TokenVerifier:
@@ -80,12 +104,16 @@ def get_verifier(websocket: WebSocket) -> TokenVerifier:
 
 def room_claims(
     item_id: Annotated[str, Path(pattern=ITEM_ID_PATTERN)],
-    token: Annotated[str, Depends(bearer_credential)],
+    origin: Annotated[str | None, Depends(checked_origin)],
+    credential: Annotated[Credential, Depends(bearer_credential)],
     verifier: Annotated[TokenVerifier, Depends(get_verifier)],
 ) -> Claims:
     """The verified claims of a client allowed to join ``item_id``."""
+    if credential.place == "cookie" and origin is None:
+        # Only a browser sends cookies by itself, and every browser sends an Origin.
+        reject(Reason.ORIGIN_NOT_ALLOWED)
     try:
-        claims = verifier.verify(token)
+        claims = verifier.verify(credential.token)
     except TokenError as exc:
         reject(exc.reason)
     if not can_join(claims, item_id):

@@ -3,6 +3,7 @@ rejection arrives as close code 1008 with PROTOCOL.md's reason (not a bare 403).
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -133,14 +134,50 @@ async def test_bad_subprotocol_token_is_not_skipped_for_a_good_cookie(
     assert await closed_with(ws) == (1008, "invalid_token")
 
 
+PAIRS = [
+    ("header", "subprotocol"),
+    ("subprotocol", "query"),
+    ("query", "cookie"),
+    ("header", "cookie"),
+]
+
+
+def credentials(server: ServerProcess, place: str, token: str) -> dict[str, Any]:
+    """Connection options that put ``token`` in ``place``."""
+    if place == "header":
+        return {"additional_headers": {"Authorization": f"Bearer {token}"}}
+    if place == "subprotocol":
+        return {"subprotocols": ["itemrooms.v1", f"bearer.{token}"]}
+    if place == "query":
+        return {"extra_query": {"token": token}}
+    return {"additional_headers": {"Cookie": f"session={token}"}, "origin": server.http_url}
+
+
+def both(server: ServerProcess, first: tuple[str, str], second: tuple[str, str]) -> dict[str, Any]:
+    a, b = credentials(server, *first), credentials(server, *second)
+    headers = {**a.get("additional_headers", {}), **b.get("additional_headers", {})}
+    return {**a, **b, "additional_headers": headers}
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS)
 async def test_first_place_wins_when_both_are_valid(
-    server: ServerProcess, mint: Mint, item: str
+    server: ServerProcess, mint: Mint, item: str, first: str, second: str
 ) -> None:
-    ws, welcome = await join(
-        server, item, mint("header-user"), extra_query={"token": mint("query-user")}
-    )
+    options = both(server, (first, mint(first)), (second, mint(second)))
+    ws, welcome = await join(server, item, None, **options)
     async with ws:
-        assert welcome["user"] == "header-user"
+        assert welcome["user"] == first
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS)
+async def test_an_empty_later_credential_does_not_override_a_valid_earlier_one(
+    server: ServerProcess, mint: Mint, item: str, first: str, second: str
+) -> None:
+    """Say a logout cleared the cookie (``session=``) of a page that uses the subprotocol."""
+    options = both(server, (first, mint(first)), (second, ""))
+    ws, welcome = await join(server, item, None, **options)
+    async with ws:
+        assert welcome["user"] == first
 
 
 async def test_token_without_read_scope_is_forbidden(

@@ -40,6 +40,8 @@ async def open_room(
             query["token"] = token
         else:
             headers["Cookie"] = f"session={token}"
+            # As a browser does: a cookie only counts with an allowed Origin.
+            options.setdefault("origin", server.http_url)
     url = server.ws_url(item_id, urlencode(query))
     return await connect(
         url,
