@@ -72,8 +72,9 @@ def serve(args: argparse.Namespace) -> int:
     from api.server import uvicorn_options
 
     settings = Settings()
-    if args.workers < 1:
-        return fail("--workers must be at least 1")
+    problem = host_problem(args.host, args.port)
+    if problem:
+        return fail(problem)
     if args.workers > 1 and settings.backend == "memory":
         return fail(
             "--workers > 1 needs ITEMROOMS_BACKEND=redis: with the memory backend each "
@@ -101,8 +102,6 @@ def token(args: argparse.Namespace) -> int:
     settings = Settings()
     if "HS256" not in settings.jwt_algorithms:
         return fail("itemrooms token signs with HS256, not in ITEMROOMS_JWT_ALGORITHMS")
-    if args.ttl <= 0:
-        return fail("--ttl must be a positive number of seconds")
     items = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
     print(
         mint_token(
@@ -125,21 +124,53 @@ def openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def port_number(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return port
+
+
+def positive_int(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def host_problem(host: str, port: int) -> str | None:
+    """Why the server cannot listen on ``host``, in one line; None when it can."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"--host {host!r} is not an address of this machine: {exc}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="itemrooms", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("serve", help="run the server (uvicorn underneath)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=port_number, default=8000)
+    p.add_argument("--workers", type=positive_int, default=1)
     p.set_defaults(run=serve)
 
     p = commands.add_parser("token", help="print a JWT signed with the configured HS256 secret")
     p.add_argument("--sub", required=True, help="the user")
     p.add_argument("--scope", default="items:read items:write")
     p.add_argument("--items", default=None, help="comma list of item ids or globs, e.g. 42,sku-*")
-    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    p.add_argument("--ttl", type=positive_int, default=3600, help="seconds until it expires")
     p.add_argument("--name", default=None, help="display name")
     p.set_defaults(run=token)
 

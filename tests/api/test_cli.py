@@ -71,3 +71,27 @@ def test_bad_arguments(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stderr.startswith(
         "itemrooms: error: ITEMROOMS_BACKEND"
     )
+
+
+def test_bad_ports_hosts_and_worker_counts_are_one_line_errors(tmp_path: Path) -> None:
+    for args in (["--port", "70000"], ["--port", "-5"], ["--workers", "0"], ["--workers", "x"]):
+        result = run("serve", *args, cwd=tmp_path, ITEMROOMS_JWT_SECRET=SECRET)
+        assert result.returncode == 2, args
+        assert result.stderr.strip().splitlines()[-1].startswith("itemrooms serve: error:"), args
+    result = run("serve", "--host", "999.1.1.1", cwd=tmp_path, ITEMROOMS_JWT_SECRET=SECRET)
+    assert result.returncode == 2 and result.stderr.startswith(
+        "itemrooms: error: --host '999.1.1.1'"
+    )
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = run("serve", "--port", port, cwd=tmp_path, ITEMROOMS_JWT_SECRET=SECRET)
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert result.stderr.count("\n") == 1
