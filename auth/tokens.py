@@ -49,6 +49,14 @@ class Claims(BaseModel):
     items: tuple[str, ...] | None = None
     name: str | None = Field(None, max_length=256)
 
+    @field_validator("exp", "nbf", "iat", mode="before")
+    @classmethod
+    def _numeric_date(cls, value: object) -> object:
+        # RFC 7519 NumericDate: a JSON number (fractions allowed), never a string.
+        if isinstance(value, bool) or not isinstance(value, int | float | None):
+            raise ValueError("a NumericDate must be a JSON number")
+        return int(value) if isinstance(value, float) else value
+
     @field_validator("scope", mode="before")
     @classmethod
     def _split_scope(cls, value: object) -> object:
@@ -96,8 +104,9 @@ class TokenVerifier:
 
     def verify(self, token: str, now: float | None = None) -> Claims:
         """Return the claims of a valid token or raise a TokenError."""
-        if len(token) > self.max_token_bytes:
-            raise TokenInvalid("token too long")
+        # Tokens are ASCII (base64url and dots), so characters are bytes here.
+        if len(token) > self.max_token_bytes or not token.isascii():
+            raise TokenInvalid("token too long or not ASCII")
         try:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg")

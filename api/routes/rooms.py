@@ -10,11 +10,12 @@ the hub queues for it.
 import asyncio
 import logging
 import secrets
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket
 
-from api.close_codes import INTERNAL_ERROR, SLOW_CONSUMER, Reason
+from api.close_codes import INTERNAL_ERROR, SLOW_CONSUMER, TOKEN_EXPIRED, Reason
 from api.frames import PONG, FrameError, Ping, Publish, error_frame, parse_client_frame
 from api.hub.backends.base import BackendUnavailable, Sender
 from api.hub.hub import Hub
@@ -50,8 +51,10 @@ async def room_socket(
     may_publish = can_publish(claims, item_id)
     member = Member(sender, claims, may_publish, websocket.send, settings.send_queue)
     writer = asyncio.create_task(member.run_writer(), name=f"writer {sender.client_id}")
+    expiry: asyncio.TimerHandle | None = None
     try:
         await hub.join(item_id, member, since)
+        expiry = close_at_expiry(hub, item_id, member, claims.exp + settings.jwt_leeway_s)
         await read_frames(websocket, hub, item_id, member)
     except Exception:
         log.exception("room %s: connection %s failed", item_id, sender.client_id)
@@ -60,9 +63,20 @@ async def room_socket(
         # must not keep this handler alive.
         await asyncio.wait({writer}, timeout=CLOSE_WAIT_S)
     finally:
-        await hub.leave(item_id, member)
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+        if expiry is not None:
+            expiry.cancel()
+        try:
+            await hub.leave(item_id, member)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+
+def close_at_expiry(hub: Hub, item_id: str, member: Member, deadline: float) -> asyncio.TimerHandle:
+    """A token is only good until ``exp`` (plus the leeway), on a live connection too."""
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, deadline - time.time())
+    return loop.call_at(loop.time() + delay, hub.evict, item_id, member, TOKEN_EXPIRED)
 
 
 @router.websocket("/items/{anything:path}/ws")

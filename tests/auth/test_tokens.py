@@ -222,3 +222,30 @@ def test_mint_token_round_trips(verifier: TokenVerifier) -> None:
         "Bob",
     )
     assert claims.exp - claims.iat == 60  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_dates_must_be_numbers_not_strings(verifier: TokenVerifier, claim: str) -> None:
+    with pytest.raises(TokenInvalid):
+        verifier.verify(sign(base(**{claim: str(NOW + 100)})))
+
+
+def test_fractional_dates_are_numbers_too(verifier: TokenVerifier) -> None:
+    assert verifier.verify(sign(base(exp=NOW + 300.5))).exp == NOW + 300
+
+
+def test_non_ascii_tokens_are_invalid(verifier: TokenVerifier) -> None:
+    with pytest.raises(TokenInvalid):
+        verifier.verify(sign(base()) + "é")
+
+
+def test_hmac_and_public_key_algorithms_side_by_side() -> None:
+    """Each token is checked with its own family's key; neither stands in for the other."""
+    private_pem, public_pem = pem_pair(
+        lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    verifier = TokenVerifier(
+        algorithms=("HS256", "RS256"), hmac_secret=SECRET, public_key=public_pem
+    )
+    assert verifier.verify(sign(base(sub="hs"))).sub == "hs"
+    assert verifier.verify(sign(base(sub="rs"), key=private_pem, alg="RS256")).sub == "rs"

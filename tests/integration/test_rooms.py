@@ -3,12 +3,13 @@ presence, isolation, error frames, ping, binary relay."""
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import Mint
-from tests.support.client import TIMEOUT, join, recv_json, recv_type, send_json
+from tests.support.client import TIMEOUT, closed_with, join, recv_json, recv_type, send_json
 from tests.support.server import ServerProcess
 
 
@@ -210,3 +211,16 @@ async def test_per_message_deflate_is_off(server: ServerProcess, mint: Mint, ite
             "Sec-WebSocket-Extensions", ""
         )
         assert ws.protocol.extensions == []
+
+
+async def test_a_live_connection_is_closed_when_its_token_expires(
+    start_server: Callable[..., ServerProcess], mint: Mint, item: str
+) -> None:
+    server = start_server(jwt_leeway_s=0)
+    watcher, _ = await join(server, item, mint("watcher"))
+    async with watcher:
+        expiring, welcome = await join(server, item, mint("brief", ttl_s=2))
+        await recv_type(watcher, "presence")
+        assert await closed_with(expiring, timeout=10) == (1008, "token_expired")
+        left = await recv_type(watcher, "presence")
+        assert (left["event"], left["client_id"]) == ("leave", welcome["client_id"])
