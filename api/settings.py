@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     dev_secret_file: Path = Path(".itemrooms-dev-secret")
     # Longest token we hand to the JWT library; real tokens are well under 2 KiB.
     max_token_bytes: int = Field(8192, ge=256)
+    # A room without messages for this long forgets its history and seq.
+    history_ttl_s: float = Field(7 * 86400, gt=0)
     # Namespace of every Redis key and channel, so deployments can share one Redis.
     redis_prefix: str = "itemrooms:"
     # Members of a process that stopped heart-beating disappear within about this long.

@@ -10,7 +10,7 @@ import pytest
 
 from api.close_codes import SLOW_CONSUMER
 from api.hub import hub as hub_module
-from api.hub.backends.base import Sender, Snapshot
+from api.hub.backends.base import BackendUnavailable, Sender, Snapshot
 from api.hub.backends.memory import MemoryBackend
 from api.hub.hub import Hub
 from api.hub.member import BURST_CAP_FACTOR, Member
@@ -260,5 +260,105 @@ async def test_a_resuming_client_that_does_not_read_holds_no_copy_of_history(
     seqs = [f["seq"] for f in reader.socket.frames if f["type"] == "message"]
     assert seqs == list(range(1, 201)) and encoded == list(range(1, 201))
     for client in (writer, stalled, reader):
+        await client.stop()
+    await hub.stop()
+
+
+class ReplyInFlightBackend(MemoryBackend):
+    """Reads the snapshot, then lets the loop run before returning it, as a network
+    backend's reply is still in flight: events published meanwhile are newer than it."""
+
+    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
+        snap = await super().snapshot(item_id, since)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return snap
+
+
+async def test_events_during_a_join_are_held_back_and_delivered_once() -> None:
+    hub = Hub(ReplyInFlightBackend(history_size=1000))
+    await hub.start()
+    publisher, joiner = Client(hub, "pub"), Client(hub, "joiner")
+    await hub.join("r", publisher.member, None)
+
+    async def publish_during_join() -> None:
+        for i in range(10):
+            await hub.publish("r", publisher.member, str(i).encode(), None)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(hub.join("r", joiner.member, None), publish_during_join())
+    await joiner.settle()
+    welcome, *rest = joiner.socket.frames
+    seqs = [f["seq"] for f in rest if f["type"] == "message"]
+    assert seqs == list(range(welcome["seq"] + 1, 11)) and welcome["seq"] < 10
+    for client in (publisher, joiner):
+        await client.stop()
+    await hub.stop()
+
+
+class ParkedUnsubscribe(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.parked = asyncio.Event()
+
+    async def unsubscribe(self, item_id: str) -> None:
+        self.parked.set()
+        await self.release.wait()
+        await super().unsubscribe(item_id)
+
+
+async def test_a_join_that_waits_for_the_last_leave_subscribes_anew() -> None:
+    backend = ParkedUnsubscribe()
+    hub = Hub(backend)
+    await hub.start()
+    a, b = Client(hub, "a"), Client(hub, "b")
+    await hub.join("r", a.member, None)
+    leaving = asyncio.create_task(hub.leave("r", a.member))
+    await asyncio.wait_for(backend.parked.wait(), 5)  # unsubscribe in progress
+    joining = asyncio.create_task(hub.join("r", b.member, None))
+    backend.release.set()
+    await asyncio.wait_for(asyncio.gather(leaving, joining), 5)
+    assert "r" in backend._subscribed
+    await hub.publish("r", b.member, b"1", "mine")
+    await b.socket.until(lambda fs: any(f.get("ref") == "mine" for f in fs))
+    backend.release.set()
+    await hub.leave("r", b.member)
+    assert hub._rooms == {} and backend._subscribed == set()
+    for client in (a, b):
+        await client.stop()
+    await hub.stop()
+
+
+class FailingSnapshot(MemoryBackend):
+    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
+        raise BackendUnavailable("down")
+
+
+async def test_a_failed_join_leaves_no_trace() -> None:
+    backend = FailingSnapshot()
+    hub = Hub(backend)
+    await hub.start()
+    client = Client(hub, "a")
+    with pytest.raises(BackendUnavailable):
+        await hub.join("r", client.member, None)
+    assert hub._rooms == {} and backend._subscribed == set()
+    assert backend._rooms.get("r") is None or backend._rooms["r"].members == {}
+    await client.stop()
+    await hub.stop()
+
+
+async def test_closing_a_member_drops_what_was_queued() -> None:
+    hub = await make_hub()
+    fast, slow = Client(hub, "fast"), Client(hub, "slow", limit=3, stalled=True)
+    await hub.join("r", fast.member, None)
+    await hub.join("r", slow.member, None)
+    for i in range(10):
+        await hub.publish("r", fast.member, str(i).encode(), None)
+    assert slow.member.close_with == SLOW_CONSUMER
+    assert list(slow.member._queue) == [
+        {"type": "websocket.close", "code": 1013, "reason": "slow_consumer"}
+    ]
+    for client in (fast, slow):
         await client.stop()
     await hub.stop()

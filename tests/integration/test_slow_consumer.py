@@ -56,6 +56,8 @@ async def test_a_member_that_stops_reading_is_closed_and_the_room_goes_on(
             sent += 1
             if slow_left.is_set():
                 extra_after_leave -= 1
+        if watching.done():
+            watching.result()  # the watcher failed: show why, not a misleading symptom
         assert slow_left.is_set(), "the slow member was never closed"
         async with progress:
             await asyncio.wait_for(progress.wait_for(lambda: len(seen) >= sent), TIMEOUT)

@@ -9,12 +9,15 @@ def make_backend(settings: Settings) -> Backend:
     if settings.backend == "memory":
         from api.hub.backends.memory import MemoryBackend
 
-        return MemoryBackend(history_size=settings.history_size)
+        return MemoryBackend(
+            history_size=settings.history_size, history_ttl_s=settings.history_ttl_s
+        )
     from api.hub.backends.redis import RedisBackend
 
     return RedisBackend(
         settings.redis_url,
         prefix=settings.redis_prefix,
         history_size=settings.history_size,
+        history_ttl_s=settings.history_ttl_s,
         presence_ttl_s=settings.presence_ttl_s,
     )

@@ -1,7 +1,10 @@
 """In-process backend: the default, and the reference the contract tests hold others to."""
 
+import asyncio
+import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from api.hub.backends.base import Event, EventSink, Message, Presence, Relay, Sender, Snapshot
@@ -12,23 +15,51 @@ class _Room:
     seq: int = 0
     history: deque[Message] = field(default_factory=deque)
     members: dict[str, Sender] = field(default_factory=dict)  # client_id -> member
+    active_at: float = 0.0  # last publish, join or leave
 
 
 class MemoryBackend:
     """One process's rooms. Every method completes without yielding to the loop,
     so each is atomic with respect to the others."""
 
-    def __init__(self, history_size: int = 1000) -> None:
+    def __init__(
+        self,
+        history_size: int = 1000,
+        history_ttl_s: float = 7 * 86400,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._history_size = history_size
+        self._history_ttl_s = history_ttl_s
+        self._clock = clock
         self._rooms: dict[str, _Room] = {}
         self._subscribed: set[str] = set()
         self._sink: EventSink | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _room(self, item_id: str) -> _Room:
         room = self._rooms.get(item_id)
         if room is None:
             room = self._rooms[item_id] = _Room(history=deque(maxlen=self._history_size))
+        room.active_at = self._clock()
         return room
+
+    def sweep(self) -> int:
+        """Forget rooms nobody is in that were idle for the history TTL; how many."""
+        horizon = self._clock() - self._history_ttl_s
+        idle = [
+            item_id
+            for item_id, room in self._rooms.items()
+            if room.active_at < horizon and not room.members and item_id not in self._subscribed
+        ]
+        for item_id in idle:
+            del self._rooms[item_id]
+        return len(idle)
+
+    async def _sweep_forever(self) -> None:
+        # Without this, every room ever written to would keep its history for good.
+        while True:
+            await asyncio.sleep(min(self._history_ttl_s / 4, 60.0))
+            self.sweep()
 
     def _emit(self, event: Event) -> None:
         if self._sink is not None and event.item_id in self._subscribed:
@@ -41,10 +72,15 @@ class MemoryBackend:
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def stop(self) -> None:
         self._sink = None
         self._subscribed.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
 
     async def ready(self) -> bool:
         return self._sink is not None
@@ -79,6 +115,7 @@ class MemoryBackend:
         room = self._rooms.get(item_id)
         if room is None or room.members.pop(member.client_id, None) is None:
             return
+        room.active_at = self._clock()
         self._emit(Presence(item_id, "leave", member))
         self._forget_if_idle(item_id, room)
 

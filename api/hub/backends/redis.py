@@ -73,10 +73,12 @@ class RedisBackend:
         *,
         prefix: str = "itemrooms:",
         history_size: int = 1000,
+        history_ttl_s: float = 7 * 86400,
         presence_ttl_s: float = 15.0,
     ) -> None:
         self._prefix = prefix
         self._history_size = history_size
+        self._history_ttl_ms = int(history_ttl_s * 1000)
         self._ttl_ms = int(presence_ttl_s * 1000)
         self.node_id = secrets.token_hex(8)
         # A bounded pool that makes callers wait for a free connection, rather than
@@ -184,6 +186,7 @@ class RedisBackend:
     async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
         keys = [self._key("seq", item_id), self._key("history", item_id), self._channel(item_id)]
         args = [sender.user, sender.client_id, ref or "", data, self._history_size]
+        args.append(self._history_ttl_ms)
         seq: int = await self._run("PUBLISH", keys, args)
         return seq
 

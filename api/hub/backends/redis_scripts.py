@@ -9,15 +9,18 @@ History entries (one Redis Stream per room, entry id ``<seq>-0``) hold
 ``h`` = [seq, ts, user, client_id] and ``d`` = the data JSON.
 """
 
-# KEYS: seq, history, channel. ARGV: user, client_id, ref, data, history size.
+# KEYS: seq, history, channel. ARGV: user, client_id, ref, data, history size, TTL (ms).
 # One script, so no two messages share a seq, and history order is publish order.
+# A room forgets its history and seq after the TTL without messages.
 PUBLISH = """
 local seq = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local now = redis.call('TIME')
 local ts = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if tonumber(ARGV[5]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], seq .. '-0',
              'h', cjson.encode({seq, ts, ARGV[1], ARGV[2]}), 'd', ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
 local head = cjson.encode({seq, ts, ARGV[1], ARGV[2], ARGV[3]})
 redis.call('PUBLISH', KEYS[3], 'm' .. head .. '\\n' .. ARGV[4])

@@ -1,0 +1,47 @@
+"""What only the memory backend does: forgetting idle rooms (Redis expires keys)."""
+
+from api.hub.backends.base import Sender
+from api.hub.backends.memory import MemoryBackend
+from tests.hub.conftest import Recorder
+
+ALICE = Sender("alice", "c_a")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_idle_rooms_forget_their_history_after_the_ttl() -> None:
+    clock = Clock()
+    backend = MemoryBackend(history_size=10, history_ttl_s=60, clock=clock)
+    await backend.start(Recorder())
+    await backend.publish("idle", ALICE, b"1", None)
+    await backend.publish("occupied", ALICE, b"1", None)
+    await backend.join("occupied", ALICE)
+    await backend.publish("watched", ALICE, b"1", None)
+    await backend.subscribe("watched")
+    clock.now += 59
+    assert backend.sweep() == 0
+    clock.now += 2
+    assert backend.sweep() == 1
+    assert (await backend.snapshot("idle", 0)).seq == 0
+    assert (await backend.snapshot("occupied", 0)).seq == 1
+    assert (await backend.snapshot("watched", 0)).seq == 1
+    await backend.stop()
+
+
+async def test_activity_keeps_a_room() -> None:
+    clock = Clock()
+    backend = MemoryBackend(history_size=10, history_ttl_s=60, clock=clock)
+    await backend.start(Recorder())
+    await backend.publish("r", ALICE, b"1", None)
+    clock.now += 50
+    await backend.publish("r", ALICE, b"2", None)
+    clock.now += 50
+    assert backend.sweep() == 0
+    assert [m.seq for m in (await backend.snapshot("r", 0)).messages] == [1, 2]
+    await backend.stop()

@@ -1,0 +1,36 @@
+"""What only the Redis backend does: key expiry, and its layout in Redis."""
+
+import redis.asyncio as aioredis
+
+from api.hub.backends.base import Sender
+from api.hub.backends.redis import RedisBackend
+from tests.hub.conftest import REDIS_URL, RedisFactory
+
+ALICE = Sender("alice", "c_a")
+
+
+async def test_a_room_forgets_its_history_after_the_ttl_without_messages(
+    redis_nodes: RedisFactory, redis_prefix: str
+) -> None:
+    node, _ = await redis_nodes(history_ttl_s=60)
+    await node.publish("r", ALICE, b"1", None)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    for kind in ("seq", "history"):
+        ttl_ms = await client.pttl(f"{redis_prefix}{kind}:r")
+        assert 0 < ttl_ms <= 60_000, kind
+    await client.aclose()
+
+
+async def test_start_fails_clearly_when_redis_is_unreachable() -> None:
+    from api.hub.backends.base import BackendUnavailable
+    from tests.hub.conftest import Recorder
+
+    backend = RedisBackend("redis://127.0.0.1:1/0")
+    try:
+        await backend.start(Recorder())
+    except BackendUnavailable as exc:
+        assert "cannot reach Redis" in str(exc)
+    else:
+        raise AssertionError("started without Redis")
+    finally:
+        await backend.stop()
