@@ -38,6 +38,8 @@ def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) 
         "ws": "websockets-sansio",
         "ws_per_message_deflate": False,
         "ws_max_size": settings.max_message_bytes,
+        "ws_ping_interval": settings.ping_interval_s,
+        "ws_ping_timeout": settings.ping_timeout_s,
         "timeout_graceful_shutdown": settings.shutdown_timeout_s,
         "lifespan": "on",
         "proxy_headers": False,

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     redis_prefix: str = "itemrooms:"
     # Members of a process that stopped heart-beating disappear within about this long.
     presence_ttl_s: float = Field(15.0, ge=1.0)
+    # Protocol-level pings: a peer that does not answer within the timeout is dropped.
+    ping_interval_s: float = Field(20.0, gt=0)
+    ping_timeout_s: float = Field(20.0, gt=0)
     # Seconds uvicorn waits for open connections at shutdown before cutting them.
     shutdown_timeout_s: int = Field(5, ge=1)
 

@@ -19,21 +19,23 @@ from jose import jwt
 from jose.exceptions import ExpiredSignatureError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from api.close_codes import Reason
+
 log = logging.getLogger("itemrooms.auth")
 
 
 class TokenError(Exception):
     """A token we refuse; ``reason`` is the close reason a client sees."""
 
-    reason = "invalid_token"
+    reason = Reason.INVALID_TOKEN
 
 
 class TokenInvalid(TokenError):
-    reason = "invalid_token"
+    reason = Reason.INVALID_TOKEN
 
 
 class TokenExpired(TokenError):
-    reason = "token_expired"
+    reason = Reason.TOKEN_EXPIRED
 
 
 class Claims(BaseModel):

@@ -1,0 +1,88 @@
+"""The fast hand-written encoders and parser agree with the pydantic models that
+document the protocol (and generate its schema)."""
+
+import orjson
+import pytest
+from pydantic import TypeAdapter
+
+from api.frames import (
+    PONG,
+    ClientFrame,
+    FrameError,
+    Ping,
+    Publish,
+    Refresh,
+    ServerFrame,
+    encode_message,
+    encode_presence,
+    encode_welcome,
+    error_frame,
+    parse_client_frame,
+    with_ref,
+)
+from api.hub.backends.base import Message, Presence, Sender, Snapshot
+
+SERVER = TypeAdapter(ServerFrame)
+CLIENT = TypeAdapter(ClientFrame)
+ALICE = Sender("alice", "c_a")
+BOB = Sender("bob", "c_b")
+
+
+def valid(text: str) -> dict[str, object]:
+    frame = orjson.loads(text)
+    SERVER.validate_python(frame)
+    return frame  # type: ignore[no-any-return]
+
+
+def test_server_frames_match_their_models() -> None:
+    message = Message("42", 7, 1_700_000_000_000, ALICE, b'{"a":[1,"x"]}', None)
+    frame = valid(encode_message(message))
+    assert frame == {
+        "type": "message",
+        "item_id": "42",
+        "seq": 7,
+        "ts": 1_700_000_000_000,
+        "sender": {"user": "alice", "client_id": "c_a"},
+        "data": {"a": [1, "x"]},
+    }
+    assert valid(with_ref(encode_message(message), 'r"1'))["ref"] == 'r"1'
+    assert valid(encode_presence(Presence("42", "leave", BOB)))["event"] == "leave"
+    welcome = valid(encode_welcome("42", ALICE, Snapshot(3, (ALICE, BOB), (), False)))
+    assert welcome["members"] == [{"user": "bob", "client_id": "c_b"}]
+    assert (welcome["seq"], welcome["recovered"], welcome["user"]) == (3, False, "alice")
+    assert valid(error_frame("invalid_json", "nope", "r1"))["ref"] == "r1"
+    assert "ref" not in valid(error_frame("invalid_json", "nope"))
+    assert valid(PONG) == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"publish","data":{"x":1},"ref":"r1"}',
+        '{"type":"publish","data":null}',
+        '{"type":"ping"}',
+        '{"type":"refresh","token":"a.b.c"}',
+    ],
+)
+def test_frames_the_parser_accepts_are_valid_models(text: str) -> None:
+    parsed = parse_client_frame(text)
+    model = CLIENT.validate_json(text)
+    assert type(parsed) is {"publish": Publish, "ping": Ping, "refresh": Refresh}[model.type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"publish"}',
+        '{"type":"publish","data":1,"ref":5}',
+        '{"type":"publish","data":1,"ref":"' + "r" * 129 + '"}',
+        '{"type":"refresh"}',
+        '{"type":"nope"}',
+        "[]",
+    ],
+)
+def test_frames_the_parser_refuses_are_invalid_models(text: str) -> None:
+    with pytest.raises(FrameError):
+        parse_client_frame(text)
+    with pytest.raises(ValueError):
+        CLIENT.validate_json(text)
