@@ -56,8 +56,11 @@ async def room_socket(
         await hub.join(item_id, member, since)
         expiry = close_at_expiry(hub, item_id, member, claims.exp + settings.jwt_leeway_s)
         await read_frames(websocket, hub, item_id, member)
-    except Exception:
-        log.exception("room %s: connection %s failed", item_id, sender.client_id)
+    except Exception as exc:
+        if isinstance(exc, BackendUnavailable):  # expected while Redis is away: no traceback
+            log.warning("room %s: refused %s: %s", item_id, sender.client_id, exc)
+        else:
+            log.exception("room %s: connection %s failed", item_id, sender.client_id)
         member.close(INTERNAL_ERROR)
         # Give the writer a moment to deliver the close; a client that does not read
         # must not keep this handler alive.
