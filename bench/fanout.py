@@ -2,6 +2,7 @@
 
     python -m bench.fanout            # 1,000 members, 3 interleaved runs each
     python -m bench.fanout --quick    # smoke run: 50 members, a few seconds
+    python -m bench.fanout --scenario redis   # two Redis-backed processes vs one
 
 Each run starts a fresh server pinned to one core and the load generator
 pinned to the other, measures deliveries per second (message frames received
@@ -9,9 +10,15 @@ by all members / first publish to last delivery) and the server's CPU per
 delivery, and checks that every member got every message. Runs alternate
 between the servers (A, B, A, B, ...) so that slow drifts in the machine's
 load hit both alike; the table shows medians. See bench/README.md.
+
+The Redis scenario runs ``itemrooms-redis2`` (two itemrooms processes with the
+Redis backend and a private redis-server, all three on the server core, the
+members split evenly between the two processes) against ``itemrooms`` (one
+process, memory backend, same core), and reports the per-core ratio.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -24,14 +31,16 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench.report import ratios, run_line, summarize, table
+from bench.report import per_core_ratios, ratios, run_line, summarize, table
 from bench.run import Config, RunResult, run_once
-from bench.servers import ITEMROOMS, TUTORIAL
+from bench.servers import ITEMROOMS, ITEMROOMS_REDIS2, SPECS, TUTORIAL
 from bench.system import raise_nofile_limit
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-SERVERS = (ITEMROOMS, TUTORIAL)
+SERVERS = (ITEMROOMS, TUTORIAL)  # the default run
+SCENARIOS = {"fanout": SERVERS, "redis": (ITEMROOMS_REDIS2, ITEMROOMS)}
+PER_CORE_TARGET = 0.8  # the project's goal for itemrooms-redis2 / itemrooms per core
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,7 +58,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="ITEMROOMS_SEND_QUEUE (default: 4 x (members + window), at least 1024)",
     )
-    p.add_argument("--servers", default=",".join(SERVERS), help="comma list, in run order")
+    p.add_argument(
+        "--scenario",
+        choices=tuple(SCENARIOS),
+        default="fanout",
+        help="fanout: itemrooms vs tutorial (default); redis: itemrooms-redis2 vs itemrooms",
+    )
+    p.add_argument(
+        "--servers",
+        default=None,
+        help=f"comma list, in run order, from {', '.join(SPECS)} (default: the scenario's)",
+    )
+    p.add_argument("--redis-server", default="redis-server", help="redis-server binary")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
     p.add_argument("--no-pin", action="store_true", help="do not pin (a one-core machine)")
@@ -61,10 +81,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.messages = args.messages or (200 if quick else 500)
     if args.send_queue is None:
         args.send_queue = max(1024, 4 * (args.members + args.window))
-    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    servers = args.servers or ",".join(SCENARIOS[args.scenario])
+    args.servers = [s.strip() for s in servers.split(",") if s.strip()]
     for name in args.servers:
-        if name not in SERVERS:
-            p.error(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
+        if name not in SPECS:
+            p.error(f"unknown server {name!r}; choose from {', '.join(SPECS)}")
+    if not args.servers or len(set(args.servers)) != len(args.servers):
+        p.error("--servers needs at least one server, each named once")
     if args.members < 2 or args.messages < 1 or args.window < 1 or args.runs < 1:
         p.error("--members must be at least 2; --messages, --window and --runs at least 1")
     if not 1 <= args.load_procs <= args.members:
@@ -85,20 +108,63 @@ def pin_self(args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, {args.load_cpu})
 
 
-def environment() -> dict[str, Any]:
+def environment(redis_server: str | None = None) -> dict[str, Any]:
     def git(*cmd: str) -> str:
         done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10)
         return done.stdout.strip()
 
-    packages = ("fastapi", "starlette", "uvicorn", "uvloop", "websockets", "python-jose")
-    return {
+    packages = ["fastapi", "starlette", "uvicorn", "uvloop", "websockets", "python-jose"]
+    if redis_server is not None:
+        packages.append("redis")
+    env = {
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(git("status", "--porcelain", "--", "api", "auth")),
+        # Which uncommitted server code was measured, when "dirty" (the same hash = the same code).
+        "api_auth_diff_sha1": hashlib.sha1(
+            git("diff", "HEAD", "--", "api", "auth").encode()
+        ).hexdigest()[:12],
         "python": platform.python_version(),
         "packages": {name: version(name) for name in packages},
         "cpus": os.cpu_count(),
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
     }
+    if redis_server is not None:
+        try:
+            done = subprocess.run(
+                [redis_server, "--version"], capture_output=True, text=True, timeout=10
+            )
+            env["redis_server"] = done.stdout.strip()
+        except OSError as exc:
+            env["redis_server"] = f"unavailable: {exc}"
+    return env
+
+
+def setup_line(args: argparse.Namespace) -> str:
+    """Where everything ran, for the Redis scenario's header."""
+    if args.no_pin:
+        return "setup: not pinned (--no-pin): 'per core' below does not hold"
+    return (
+        f"setup: every itemrooms server process and the private redis-server pinned to "
+        f"CPU {args.server_cpu} (itemrooms-redis2 = 2 itemrooms processes + redis-server on "
+        f"that one core, members split evenly, publisher on the first; itemrooms = 1 process, "
+        f"memory backend, same core); load generator on CPU {args.load_cpu}"
+    )
+
+
+def per_core_lines(ratio: dict[str, float], mine: str, base: str) -> list[str]:
+    cpu = ratio["deliveries_per_cpu_s"]
+    rate = ratio["deliveries_per_s"]
+    met = "met" if min(cpu, rate) >= PER_CORE_TARGET else "NOT met"
+    if min(cpu, rate) < PER_CORE_TARGET <= max(cpu, rate):
+        met = "met by one measure only"
+    return [
+        f"{mine}/{base}, per core (both on one core): deliveries/s x{rate:.2f}; "
+        f"deliveries per CPU-second of that core (itemrooms + Redis) x{cpu:.2f}",
+        f"  itemrooms processes' CPU per delivery x{ratio['server_us_per_delivery']:.2f}, "
+        f"with Redis x{ratio['total_us_per_delivery']:.2f} (above 1 = {mine} spends more)",
+        f"  target >= {PER_CORE_TARGET}x per core: {met} (deliveries/s holds when both are "
+        f"server bound; per CPU-second holds whichever side was the bottleneck)",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         load_cpu=None if args.no_pin else args.load_cpu,
         setup_timeout_s=90.0,
         deadline_s=120.0,
+        redis_server=args.redis_server,
     )
+    uses_redis = any(SPECS[name].redis for name in args.servers)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or RESULTS / f"fanout-{stamp}.json"
+    kind = "fanout-redis" if uses_redis else "fanout"
+    out = args.out or RESULTS / f"{kind}-{stamp}.json"
     logs = out.with_name(out.stem + "-logs")
     title = (
         f"fan-out: {cfg.members} members, {cfg.messages} messages of {cfg.data_bytes} B data, "
@@ -126,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         f"interleaved; medians"
     )
     print(title, flush=True)
+    if uses_redis:
+        print(setup_line(args), flush=True)
     started = time.monotonic()
     results: dict[str, list[RunResult]] = {name: [] for name in args.servers}
     for index in range(args.runs):
@@ -146,21 +217,31 @@ def main(argv: list[str] | None = None) -> int:
             f"server CPU per delivery x{ratio['server_us_per_delivery']:.2f} "
             f"(below 1 = itemrooms spends less CPU per delivery)"
         )
+    per_core: dict[str, float] = {}
+    by_name = {s.server: s for s in summaries}
+    if ITEMROOMS_REDIS2 in by_name and ITEMROOMS in by_name:
+        per_core = per_core_ratios(by_name[ITEMROOMS_REDIS2], by_name[ITEMROOMS])
+        print()
+        print("\n".join(per_core_lines(per_core, ITEMROOMS_REDIS2, ITEMROOMS)))
     total = time.monotonic() - started
     report = {
         "title": title,
         "config": {**asdict(cfg), "runs": args.runs, "servers": args.servers},
-        "environment": environment(),
+        "environment": environment(args.redis_server if uses_redis else None),
         "runs": [r.to_json() for runs in results.values() for r in runs],
         "summary": {s.server: asdict(s) for s in summaries},
         "ratio_itemrooms_over_tutorial": ratio,
         "total_s": round(total, 1),
     }
+    if uses_redis:
+        report["setup"] = setup_line(args)
+        report["per_core_target"] = PER_CORE_TARGET
+        report[f"ratio_{ITEMROOMS_REDIS2}_over_{ITEMROOMS}_per_core"] = per_core
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{total:.0f}s in all; results: {out}; server logs: {logs}/")
     # Non-zero when a number above cannot be trusted or a member missed something.
-    bad = any(s.failed or s.lost or s.evicted for s in summaries)
+    bad = any(s.failed or s.lost or s.evicted or s.redis_problems for s in summaries)
     return 1 if bad else 0
 
 

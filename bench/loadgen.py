@@ -20,7 +20,11 @@ Why it is built this way:
   without the generator queueing an unbounded backlog; it joins last, so both
   servers queue its copy after everyone else's and the window roughly counts
   messages not yet sent to the whole room;
-- uvloop, as on the servers: the generator's CPU per frame is what limits it.
+- uvloop, as on the servers: the generator's CPU per frame is what limits it;
+- ``--url`` may be given several times (one room served by several processes,
+  e.g. two itemrooms processes sharing a Redis backend): member ``i`` connects
+  to URL ``i mod n``, so the publisher (member 0) is on the first one, and the
+  ``done`` event also counts deliveries per URL.
 """
 
 import argparse
@@ -60,6 +64,8 @@ class Member:
     disorder: int = 0  # seqs at or below one already seen (duplicate or reordered)
     other: int = 0  # frames that are neither message nor presence (error frames...)
     close: tuple[int, str] | None = None  # close code and reason from the server
+    server: int = 0  # index of the URL this member connected to
+    last: float = 0.0  # when its last message frame arrived
 
 
 @dataclass
@@ -106,7 +112,7 @@ async def read_member(state: State, m: Member) -> None:
                 m.disorder += 1
             m.count += 1
             state.delivered += 1
-            state.last_delivery = monotonic()
+            state.last_delivery = m.last = monotonic()
             if m.count == target:
                 state.complete += 1
                 if state.complete == len(state.members):
@@ -120,8 +126,10 @@ async def read_member(state: State, m: Member) -> None:
 
 
 async def open_member(
-    state: State, index: int, url: str, auth: str, secret: str, sem: asyncio.Semaphore
+    state: State, index: int, urls: list[str], auth: str, secret: str, sem: asyncio.Semaphore
 ) -> Member:
+    server = index % len(urls)
+    url = urls[server]
     token = mint_token(secret, f"bench-{index:05d}", ttl_s=3600)
     headers = {"Authorization": f"Bearer {token}"} if auth == "header" else None
     target = f"{url}?token={token}" if auth == "query" else url
@@ -140,7 +148,7 @@ async def open_member(
         welcome = json.loads(await asyncio.wait_for(ws.recv(), CONNECT_TIMEOUT_S))
     if welcome.get("type") != "welcome":
         raise RuntimeError(f"expected a welcome frame, got {str(welcome)[:200]}")
-    m = Member(index, ws, known=len(welcome.get("members", ())))
+    m = Member(index, ws, known=len(welcome.get("members", ())), server=server)
     state.members.append(m)
     asyncio.get_running_loop().create_task(read_member(state, m))
     return m
@@ -195,13 +203,24 @@ async def wait_done(state: State, deadline_s: float) -> None:
             pass
 
 
-def summary(state: State) -> dict[str, Any]:
+def summary(state: State, servers: int) -> dict[str, Any]:
     members = state.members
     closes: dict[str, int] = {}
     for m in members:
         if m.close is not None:
             key = f"{m.close[0]} {m.close[1]}".strip()
             closes[key] = closes.get(key, 0) + 1
+    by_url = []
+    for server in range(servers):
+        mine = [m for m in members if m.server == server]
+        by_url.append(
+            {
+                "members": len(mine),
+                "delivered": sum(m.count for m in mine),
+                "incomplete_members": sum(1 for m in mine if m.count < state.messages),
+                "last_delivery": max((m.last for m in mine), default=0.0),
+            }
+        )
     return {
         "members": len(members),
         "delivered": state.delivered,
@@ -212,6 +231,7 @@ def summary(state: State) -> dict[str, Any]:
         "other_frames": sum(m.other for m in members),
         "closes": closes,
         "last_delivery": state.last_delivery,
+        "by_url": by_url,
     }
 
 
@@ -265,7 +285,7 @@ async def run(args: argparse.Namespace) -> None:
         t0 = await publish(state, args.window, args.data_bytes)
         emit("published", t0=t0)
     await wait_done(state, args.deadline)
-    emit("done", **summary(state))
+    emit("done", **summary(state, len(args.url)))
     await read_command()
     closing = asyncio.gather(*(m.ws.close() for m in state.members), return_exceptions=True)
     try:
@@ -276,7 +296,9 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True)
+    parser.add_argument(
+        "--url", required=True, action="append", help="repeat: member i uses URL i mod n"
+    )
     parser.add_argument("--auth", choices=("header", "query"), required=True)
     parser.add_argument("--first", type=int, required=True, help="index of the first member")
     parser.add_argument("--count", type=int, required=True, help="members in this process")

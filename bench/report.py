@@ -8,12 +8,19 @@ Why a verdict per server: deliveries/s only measures the server when the
 server's core is the one that is full. When the load generator's core is full
 (by itself or by other tenants), the rate is a lower bound for the server, and
 server CPU µs per delivery is the number to compare.
+
+Why Redis is a column of its own: in the Redis scenario (``itemrooms-redis2``)
+"server" is the two itemrooms processes together, and the private
+redis-server, pinned to the same core, is reported beside them; "total" is
+both, the CPU that core spends per delivery. The table has those columns only
+when a Redis-backed server is in it, so the default table is unchanged.
 """
 
 from dataclasses import dataclass
 from statistics import median
 
 from bench.run import RunResult
+from bench.servers import SPECS
 
 FULL_PCT = 85.0  # a core this busy (us + others) is the bottleneck
 NOISY_PCT = 10.0  # others using this much of one of our cores make a run noisy
@@ -39,6 +46,12 @@ class Summary:
     problems: dict[str, int]  # server log problem lines by phase, over all runs
     setup_s: float
     verdict: str
+    redis: bool = False  # a Redis-backed server: the Redis columns apply
+    redis_us: float = 0.0  # median Redis CPU µs per delivery
+    redis_pct: float = 0.0
+    total_us: float = 0.0  # median of (servers + Redis) CPU µs per delivery
+    redis_problems: int = 0  # problem lines in the Redis logs, over all runs
+    process_us: dict[str, float] | None = None  # several processes: median µs/dlv each
 
 
 def verdict(server_full: bool, load_full: bool, others: float) -> str:
@@ -73,6 +86,21 @@ def summarize(server: str, runs: list[RunResult], server_cpu: str, load_cpu: str
     other_load = med([r.other_busy_pct.get(load_cpu, 0.0) for r in ok])
     server_pct = med([r.server_cpu_pct for r in ok])
     load_pct = med([r.load_cpu_pct for r in ok])
+    redis = SPECS[server].redis if server in SPECS else False
+    redis_pct = med([r.redis_cpu_pct for r in ok])
+    process_us: dict[str, float] | None = None
+    if any(r.server_cpu_by_process for r in ok):
+        names = sorted({n for r in ok for n in r.server_cpu_by_process})
+        process_us = {
+            n: med(
+                [
+                    1e6 * r.server_cpu_by_process[n] / max(r.delivered, 1)
+                    for r in ok
+                    if n in r.server_cpu_by_process
+                ]
+            )
+            for n in names
+        }
     return Summary(
         server=server,
         runs=len(runs),
@@ -92,12 +120,18 @@ def summarize(server: str, runs: list[RunResult], server_cpu: str, load_cpu: str
         problems=problems,
         setup_s=med([r.setup_s for r in ok]),
         verdict=verdict(
-            server_pct + other_server >= FULL_PCT,
+            server_pct + redis_pct + other_server >= FULL_PCT,
             load_pct + other_load >= FULL_PCT,
             max(other_server, other_load),
         )
         if any(r.ok for r in runs)
         else "no run could be measured",
+        redis=redis,
+        redis_us=med([r.redis_us_per_delivery for r in ok]),
+        redis_pct=redis_pct,
+        total_us=med([r.server_us_per_delivery + r.redis_us_per_delivery for r in ok]),
+        redis_problems=sum(len(r.redis_log_problems) for r in runs),
+        process_us=process_us,
     )
 
 
@@ -107,6 +141,10 @@ def run_line(r: RunResult) -> str:
     others = " ".join(f"{k} {v:.0f}%" for k, v in r.other_busy_pct.items())
     extra = f" lost {r.lost}" if r.lost else ""
     extra += f" closes {r.closes}" if r.closes else ""
+    if r.server in SPECS and SPECS[r.server].redis:
+        extra = (
+            f" | redis {r.redis_us_per_delivery:4.1f} µs/delivery {r.redis_cpu_pct:3.0f}%{extra}"
+        )
     return (
         f"  {r.server:<10} run {r.run}: {r.deliveries_per_s:>9,.0f} deliveries/s in "
         f"{r.elapsed_s:5.2f}s | server {r.server_us_per_delivery:5.1f} µs/delivery "
@@ -118,6 +156,8 @@ def run_line(r: RunResult) -> str:
 
 
 def table(summaries: list[Summary], title: str) -> str:
+    if any(s.redis for s in summaries):
+        return redis_table(summaries, title)
     head = (
         f"{'server':<10} {'deliveries/s':>12} {'(min-max)':>19} {'srv µs/dlv':>10} "
         f"{'srv CPU':>7} {'load CPU':>8} {'others srv/load':>15} {'lost':>5} {'evicted':>7}"
@@ -143,9 +183,64 @@ def table(summaries: list[Summary], title: str) -> str:
     return "\n".join(lines)
 
 
+def redis_table(summaries: list[Summary], title: str) -> str:
+    """The table with Redis's CPU beside the servers' (srv = all itemrooms processes)."""
+    width = max(10, *(len(s.server) for s in summaries))
+    head = (
+        f"{'server':<{width}} {'deliveries/s':>12} {'(min-max)':>19} {'srv µs/dlv':>10} "
+        f"{'redis µs/dlv':>12} {'total µs/dlv':>12} {'srv CPU':>7} {'redis CPU':>9} "
+        f"{'load CPU':>8} {'others srv/load':>15} {'lost':>5} {'evicted':>7}"
+    )
+    lines = [title, head, "-" * len(head)]
+    for s in summaries:
+        spread = f"({s.rate_min / 1000:,.1f}k-{s.rate_max / 1000:,.1f}k)"
+        others = f"{s.other_server_core:.0f}%/{s.other_load_core:.0f}%"
+        redis_us = f"{s.redis_us:.1f}" if s.redis else "-"
+        redis_pct = f"{s.redis_pct:.0f}%" if s.redis else "-"
+        lines.append(
+            f"{s.server:<{width}} {s.rate:>12,.0f} {spread:>19} {s.server_us:>10.1f} "
+            f"{redis_us:>12} {s.total_us:>12.1f} {s.server_pct:>6.0f}% {redis_pct:>9} "
+            f"{s.load_pct:>7.0f}% {others:>15} {s.lost:>5} {sum(s.evicted.values()):>7}"
+        )
+    lines.append("")
+    for s in summaries:
+        lines.append(f"{s.server}: {s.verdict}")
+        if s.process_us:
+            split = ", ".join(f"{n} {us:.1f}" for n, us in s.process_us.items())
+            lines.append(f"{s.server}: server µs/dlv by process: {split}")
+        if s.failed:
+            lines.append(f"{s.server}: {s.failed} run(s) failed or incomplete: see the JSON")
+        if s.evicted:
+            lines.append(f"{s.server}: members closed by the server: {s.evicted}")
+        if any(s.problems.values()):
+            lines.append(f"{s.server}: problem lines in the server logs: {s.problems}")
+        if s.redis_problems:
+            lines.append(f"{s.server}: {s.redis_problems} problem line(s) in the Redis logs")
+    return "\n".join(lines)
+
+
 def ratios(a: Summary, b: Summary) -> dict[str, float]:
     """``a`` over ``b``: above 1 means a delivers faster / spends more CPU per delivery."""
     return {
         "deliveries_per_s": a.rate / b.rate if b.rate else 0.0,
         "server_us_per_delivery": a.server_us / b.server_us if b.server_us else 0.0,
+    }
+
+
+def per_core_ratios(a: Summary, b: Summary) -> dict[str, float]:
+    """``a`` (servers + Redis on one core) over ``b`` (one server on the same core).
+
+    - ``deliveries_per_s``: both ran on one core, so this is the per-core rate
+      ratio, meaningful when both were server bound;
+    - ``deliveries_per_cpu_s``: deliveries per CPU-second spent on that core
+      (servers + Redis), b's CPU per delivery over a's: the per-core ratio that
+      does not depend on which side was the bottleneck;
+    - ``server_us_per_delivery``, ``total_us_per_delivery``: a's CPU over b's,
+      without and with Redis (above 1 = a spends more).
+    """
+    return {
+        "deliveries_per_s": a.rate / b.rate if b.rate else 0.0,
+        "deliveries_per_cpu_s": b.total_us / a.total_us if a.total_us else 0.0,
+        "server_us_per_delivery": a.server_us / b.server_us if b.server_us else 0.0,
+        "total_us_per_delivery": a.total_us / b.total_us if b.total_us else 0.0,
     }

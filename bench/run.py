@@ -9,7 +9,11 @@ Why the phases are what they are:
 - the rate uses the generators' own clocks (CLOCK_MONOTONIC, shared by every
   process): first publish to last delivery, with no orchestration latency;
 - the server's log is split at the same points, so an error while measuring
-  is told apart from noise while connecting or tearing down.
+  is told apart from noise while connecting or tearing down;
+- a room served by several processes (``itemrooms-redis2``): "server" is the
+  sum of those processes, each also kept apart in ``server_cpu_by_process``;
+  the private Redis is counted separately (``redis_*``), never in "server",
+  and with the servers as "ours" on the server core.
 """
 
 import re
@@ -21,10 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from bench.children import BenchError, Child, clean_env, free_port
-from bench.servers import SPECS, start_server, stop_server, ws_url
+from bench.servers import (
+    SPECS,
+    start_redis,
+    start_server,
+    stop_redis,
+    stop_server,
+    ws_url,
+)
 from bench.system import core_times
 
 PROBLEM = re.compile(r"ERROR|CRITICAL|WARNING|Traceback|Exception|slow_consumer|closing c_")
+# Redis warns at start about the host (overcommit, THP): only what hurts a run counts.
+REDIS_PROBLEM = re.compile(
+    r"output buffer limit|OOM|out of memory|Fatal|Guru Meditation|Connection reset|ERR "
+)
 SAMPLE_LINES = 5
 QUIT_TIMEOUT_S = 15.0
 
@@ -41,6 +56,7 @@ class Config:
     load_cpu: int | None
     setup_timeout_s: float
     deadline_s: float
+    redis_server: str = "redis-server"  # binary for the Redis-backed servers
 
 
 @dataclass(slots=True)
@@ -73,16 +89,27 @@ class RunResult:
     teardown_s: float = 0.0  # members close, server stops
     log_problems: dict[str, list[str]] = field(default_factory=dict)
     log_problem_counts: dict[str, int] = field(default_factory=dict)
+    # Several server processes (the Redis scenario): each one's share, by process label.
+    server_cpu_by_process: dict[str, float] = field(default_factory=dict)
+    by_server: dict[str, dict[str, Any]] = field(default_factory=dict)  # members, deliveries
+    # The private redis-server of the Redis scenario (not included in server_*).
+    redis_cpu_s: float = 0.0
+    redis_setup_cpu_s: float = 0.0
+    redis_cpu_pct: float = 0.0
+    redis_us_per_delivery: float = 0.0
+    redis_log_problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def loadgen_argv(cfg: Config, url: str, auth: str, presence: bool, part: int) -> list[str]:
+def loadgen_argv(cfg: Config, urls: list[str], auth: str, presence: bool, part: int) -> list[str]:
     share, extra = divmod(cfg.members, cfg.load_procs)
     first = part * share + min(part, extra)
     count = share + (1 if part < extra else 0)
-    argv = [sys.executable, "-m", "bench.loadgen", "--url", url, "--auth", auth]
+    argv = [sys.executable, "-m", "bench.loadgen", "--auth", auth]
+    for url in urls:  # member i connects to urls[i % len(urls)]
+        argv += ["--url", url]
     argv += ["--first", str(first), "--count", str(count), "--total", str(cfg.members)]
     argv += ["--messages", str(cfg.messages), "--window", str(cfg.window)]
     argv += ["--data-bytes", str(cfg.data_bytes), "--setup-timeout", str(cfg.setup_timeout_s)]
@@ -94,24 +121,32 @@ def loadgen_argv(cfg: Config, url: str, auth: str, presence: bool, part: int) ->
     return argv
 
 
-def scan_log(lines: list[str], marks: dict[str, int], result: RunResult) -> None:
-    """Problem lines of the server log, by phase (setup, measure, teardown)."""
+def scan_log(
+    lines: list[str], marks: dict[str, int], result: RunResult, tag: str | None = None
+) -> None:
+    """Problem lines of a server log, by phase (setup, measure, teardown).
+
+    Several server processes add up; ``tag`` (their label) prefixes the samples."""
     bounds = [("setup", 0, marks.get("go", len(lines)))]
     bounds.append(("measure", marks.get("go", len(lines)), marks.get("done", len(lines))))
     bounds.append(("teardown", marks.get("done", len(lines)), len(lines)))
     for phase, start, end in bounds:
         found = [line.rstrip() for line in lines[start:end] if PROBLEM.search(line)]
-        result.log_problem_counts[phase] = len(found)
+        if tag is not None:
+            found = [f"[{tag}] {line}" for line in found]
+        result.log_problem_counts[phase] = result.log_problem_counts.get(phase, 0) + len(found)
         if found:
-            result.log_problems[phase] = found[:SAMPLE_LINES]
+            samples = result.log_problems.setdefault(phase, [])
+            samples.extend(found[: max(SAMPLE_LINES - len(samples), 0)])
 
 
 def measure(
     result: RunResult,
     cfg: Config,
-    server: Child,
+    servers: list[Child],
+    redis: Child | None,
     loads: list[Child],
-    marks: dict[str, int],
+    marks: dict[str, dict[str, int]],
     started: float,
 ) -> None:
     setup = cfg.setup_timeout_s + 10
@@ -122,16 +157,20 @@ def measure(
         load.expect("ready", setup)
     time.sleep(0.5)  # let the last presence writes settle before the clock starts
     cores = tuple(c for c in (cfg.server_cpu, cfg.load_cpu) if c is not None)
-    cores_a, server_a = core_times(cores), server.cpu_s()
+    cores_a, servers_a = core_times(cores), [server.cpu_s() for server in servers]
+    redis_a = redis.cpu_s() if redis is not None else 0.0
     loads_a, wall_a = [load.cpu_s() for load in loads], time.monotonic()
-    marks["go"] = len(server.lines)
+    for server in servers:
+        marks[server.name]["go"] = len(server.lines)
     for load in loads:
         load.send("go")
     t0 = float(loads[0].expect("published", cfg.deadline_s + 30)["t0"])
     done = [load.expect("done", cfg.deadline_s + 30) for load in loads]
-    wall_b, server_b = time.monotonic(), server.cpu_s()
+    wall_b, servers_b = time.monotonic(), [server.cpu_s() for server in servers]
+    redis_b = redis.cpu_s() if redis is not None else 0.0
     loads_b, cores_b = [load.cpu_s() for load in loads], core_times(cores)
-    marks["done"] = len(server.lines)
+    for server in servers:
+        marks[server.name]["done"] = len(server.lines)
 
     window = wall_b - wall_a
     result.window_s = window
@@ -149,14 +188,33 @@ def measure(
     last = max(d["last_delivery"] for d in done)
     result.elapsed_s = max(last - t0, 1e-9)
     result.deliveries_per_s = result.delivered / result.elapsed_s
-    result.server_cpu_s = server_b - server_a
-    result.server_setup_cpu_s = server_a
+    result.server_cpu_s = sum(b - a for a, b in zip(servers_a, servers_b, strict=True))
+    result.server_setup_cpu_s = sum(servers_a)
     result.server_cpu_pct = 100 * result.server_cpu_s / window
     result.server_us_per_delivery = 1e6 * result.server_cpu_s / max(result.delivered, 1)
+    if len(servers) > 1:
+        for server, a, b in zip(servers, servers_a, servers_b, strict=True):
+            result.server_cpu_by_process[server.name] = round(b - a, 3)
+        by_url = [d.get("by_url", []) for d in done]
+        for i, server in enumerate(servers):
+            parts = [b[i] for b in by_url if i < len(b)]
+            last = max((p["last_delivery"] for p in parts), default=0.0)
+            result.by_server[server.name] = {
+                "members": sum(p["members"] for p in parts),
+                "delivered": sum(p["delivered"] for p in parts),
+                "incomplete_members": sum(p["incomplete_members"] for p in parts),
+                "last_delivery_after_first_publish_s": round(max(last - t0, 0.0), 3),
+            }
+    if redis is not None:
+        result.redis_cpu_s = redis_b - redis_a
+        result.redis_setup_cpu_s = redis_a
+        result.redis_cpu_pct = 100 * result.redis_cpu_s / window
+        result.redis_us_per_delivery = 1e6 * result.redis_cpu_s / max(result.delivered, 1)
     load_cpu = sum(b - a for a, b in zip(loads_a, loads_b, strict=True))
     result.load_cpu_pct = 100 * load_cpu / window
     result.load_us_per_frame = 1e6 * load_cpu / max(result.delivered, 1)
-    ours = {cfg.server_cpu: result.server_cpu_s, cfg.load_cpu: load_cpu}
+    # Ours on the server core: the servers and the private Redis (pinned with them).
+    ours = {cfg.server_cpu: result.server_cpu_s + result.redis_cpu_s, cfg.load_cpu: load_cpu}
     for core in cores:
         total = cores_b[core].total_s - cores_a[core].total_s or 1e-9
         busy = cores_b[core].busy_s - cores_a[core].busy_s
@@ -167,24 +225,44 @@ def measure(
 
 
 def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) -> RunResult:
-    """Start ``name`` fresh, measure one fan-out, always stop everything."""
+    """Start ``name`` fresh (its processes, its Redis), measure one fan-out, stop everything."""
     spec = SPECS[name]
     result = RunResult(server=name, run=index)
     secret = secrets.token_urlsafe(48)  # 64 characters
-    port = free_port()
-    server: Child | None = None
+    servers: list[Child] = []
+    redis: Child | None = None
     loads: list[Child] = []
-    marks: dict[str, int] = {}
+    marks: dict[str, dict[str, int]] = {}
     started = time.monotonic()
     try:
-        server = start_server(
-            name, port, secret=secret, send_queue=cfg.send_queue, cpu=cfg.server_cpu, cwd=repo
-        )
+        redis_url = None
+        if spec.redis:
+            redis_port = free_port()
+            redis = start_redis(cfg.redis_server, redis_port, cpu=cfg.server_cpu, cwd=repo)
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        ports = []
+        for process in range(spec.processes):
+            label = name if spec.processes == 1 else f"{name}-{chr(ord('a') + process)}"
+            ports.append(free_port())
+            servers.append(
+                start_server(
+                    name,
+                    ports[-1],
+                    secret=secret,
+                    send_queue=cfg.send_queue,
+                    cpu=cfg.server_cpu,
+                    cwd=repo,
+                    redis_url=redis_url,
+                    label=label,
+                )
+            )
+            marks[label] = {}
         env = clean_env({"BENCH_JWT_SECRET": secret})
+        urls = [ws_url(port) for port in ports]
         for part in range(cfg.load_procs):
-            argv = loadgen_argv(cfg, ws_url(port), spec.auth, spec.presence, part)
+            argv = loadgen_argv(cfg, urls, spec.auth, spec.presence, part)
             loads.append(Child(f"loadgen{part}", argv, cpu=cfg.load_cpu, env=env, cwd=str(repo)))
-        measure(result, cfg, server, loads, marks, started)
+        measure(result, cfg, servers, redis, loads, marks, started)
     except BenchError as exc:
         result.error = str(exc)[:2000]
     finally:
@@ -193,11 +271,23 @@ def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) 
             load.send("quit")
         for load in loads:
             load.close_gently(QUIT_TIMEOUT_S)
-        if server is not None:
-            result.server_exit = stop_server(server)
-            scan_log(server.lines, marks, result)
+        exits = [stop_server(server) for server in servers]
+        if servers:
+            result.server_exit = next((code for code in exits if code), exits[0])
+        if redis is not None:
+            stop_redis(redis)
+            result.redis_log_problems = [
+                line.rstrip() for line in redis.lines if REDIS_PROBLEM.search(line)
+            ][:SAMPLE_LINES]
+        for server in servers:
+            tag = server.name if len(servers) > 1 else None
+            scan_log(server.lines, marks[server.name], result, tag)
+        if servers:
             result.teardown_s = time.monotonic() - teardown
-            if logs is not None:
-                logs.mkdir(parents=True, exist_ok=True)
-                (logs / f"{name}-run{index}.log").write_text("".join(server.lines))
+        if logs is not None and servers:
+            logs.mkdir(parents=True, exist_ok=True)
+            for server in servers:
+                (logs / f"{server.name}-run{index}.log").write_text("".join(server.lines))
+            if redis is not None:
+                (logs / f"{name}-run{index}-redis.log").write_text("".join(redis.lines))
     return result

@@ -1,24 +1,35 @@
-"""The two servers under test, each started the way its users would start it.
+"""The servers under test, each started the way its users would start it.
 
 itemrooms through its own CLI (``itemrooms serve``), so the benchmark measures
 what ships: the same app factory, uvicorn options and logging. The tutorial
-baseline through uvicorn with those same options (bench/baselines/). Both get
-a fresh process per run: no room, history or allocator state carries over.
+baseline through uvicorn with those same options (bench/baselines/). Every run
+gets fresh processes: no room, history or allocator state carries over.
+
+``itemrooms-redis2`` is one room served by two ``itemrooms serve`` processes
+(two ports, ``ITEMROOMS_BACKEND=redis``) and a private ``redis-server`` started
+for the run, without persistence; the members are split between the two
+processes by the load generator. Two separate processes rather than
+``--workers 2``: the benchmark decides which member lands on which process
+(the kernel would, behind one port) and reads each process's CPU time.
 """
 
+import secrets
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.children import Child, clean_env
+from bench.children import BenchError, Child, clean_env
 
 STARTED = "Uvicorn running on"
+REDIS_READY = "Ready to accept connections"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 ROOM = "bench"
 ITEMROOMS = "itemrooms"
 TUTORIAL = "tutorial"
+ITEMROOMS_REDIS2 = "itemrooms-redis2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +37,16 @@ class ServerSpec:
     name: str
     auth: str  # how its members send the token: "header" or "query"
     presence: bool  # whether members are told about each other (the ready barrier)
+    processes: int = 1  # server processes sharing the room (members split evenly)
+    redis: bool = False  # the Redis backend, with a private redis-server per run
 
 
 SPECS = {
     ITEMROOMS: ServerSpec(ITEMROOMS, auth="header", presence=True),
     TUTORIAL: ServerSpec(TUTORIAL, auth="query", presence=False),
+    ITEMROOMS_REDIS2: ServerSpec(
+        ITEMROOMS_REDIS2, auth="header", presence=True, processes=2, redis=True
+    ),
 }
 
 
@@ -39,17 +55,35 @@ def ws_url(port: int) -> str:
 
 
 def start_server(
-    name: str, port: int, *, secret: str, send_queue: int, cpu: int | None, cwd: Path
+    name: str,
+    port: int,
+    *,
+    secret: str,
+    send_queue: int,
+    cpu: int | None,
+    cwd: Path,
+    redis_url: str | None = None,
+    label: str | None = None,
 ) -> Child:
-    """Start ``name`` on ``port`` and wait until uvicorn listens."""
+    """Start ``name`` on ``port`` and wait until uvicorn listens.
+
+    For itemrooms, ``redis_url`` selects the Redis backend (with a key prefix of
+    its own, so nothing left in that Redis can leak into the run)."""
     bin_dir = Path(sys.executable).parent
-    if name == ITEMROOMS:
+    if name in (ITEMROOMS, ITEMROOMS_REDIS2):
         argv = [str(bin_dir / "itemrooms"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        backend = {"ITEMROOMS_BACKEND": "memory"}
+        if redis_url is not None:
+            backend = {
+                "ITEMROOMS_BACKEND": "redis",
+                "ITEMROOMS_REDIS_URL": redis_url,
+                "ITEMROOMS_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}:",
+            }
         env = clean_env(
             {
                 "ITEMROOMS_JWT_SECRET": secret,
                 "ITEMROOMS_ENV": "production",
-                "ITEMROOMS_BACKEND": "memory",
+                **backend,
                 # Large enough that nobody is evicted as a slow consumer while the
                 # generator catches up; --send-queue 1024 measures the default.
                 "ITEMROOMS_SEND_QUEUE": str(send_queue),
@@ -60,7 +94,7 @@ def start_server(
     else:
         argv = [sys.executable, "-m", "bench.baselines.tutorial_manager", "--port", str(port)]
         env = clean_env({"BENCH_JWT_SECRET": secret})
-    child = Child(name, argv, cpu=cpu, env=env, cwd=str(cwd))
+    child = Child(label or name, argv, cpu=cpu, env=env, cwd=str(cwd))
     try:
         child.wait_line(lambda line: STARTED in line, START_TIMEOUT_S, "'Uvicorn running on'")
     except BaseException:
@@ -72,3 +106,23 @@ def start_server(
 def stop_server(child: Child) -> int | None:
     """SIGINT: uvicorn's graceful shutdown (bounded by its own timeout), then SIGKILL."""
     return child.stop(signal.SIGINT, STOP_TIMEOUT_S)
+
+
+def start_redis(binary: str, port: int, *, cpu: int | None, cwd: Path) -> Child:
+    """A private redis-server on ``port``: loopback only, no RDB, no AOF, logs to stdout."""
+    if shutil.which(binary) is None:
+        raise BenchError(f"{binary} not found: install Redis or pass --redis-server PATH")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    argv += ["no", "--daemonize", "no", "--logfile", "", "--loglevel", "notice"]
+    child = Child("redis-server", argv, cpu=cpu, env=clean_env({}), cwd=str(cwd))
+    try:
+        child.wait_line(lambda line: REDIS_READY in line, START_TIMEOUT_S, f"'{REDIS_READY}'")
+    except BaseException:
+        child.stop(signal.SIGKILL, STOP_TIMEOUT_S)
+        raise
+    return child
+
+
+def stop_redis(child: Child) -> int | None:
+    """SIGTERM: without persistence Redis exits at once."""
+    return child.stop(signal.SIGTERM, STOP_TIMEOUT_S)

@@ -1,5 +1,7 @@
 """What only the Redis backend does: key expiry, and its layout in Redis."""
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 from api.hub.backends.base import Sender
@@ -34,3 +36,15 @@ async def test_start_fails_clearly_when_redis_is_unreachable() -> None:
         raise AssertionError("started without Redis")
     finally:
         await backend.stop()
+
+
+async def test_a_quiet_room_with_members_keeps_its_seq_past_the_ttl(
+    redis_nodes: RedisFactory, redis_prefix: str
+) -> None:
+    node, _ = await redis_nodes(history_ttl_s=1.0, presence_ttl_s=1.0)
+    await node.subscribe("kept")
+    await node.publish("kept", ALICE, b"1", None)
+    await node.publish("dropped", ALICE, b"1", None)
+    await asyncio.sleep(2.5)  # the behaviour under test is time passing beyond the TTL
+    assert (await node.snapshot("kept", None)).seq == 1
+    assert (await node.snapshot("dropped", None)).seq == 0

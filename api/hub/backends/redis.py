@@ -62,7 +62,8 @@ class _Room:
     """What this process has delivered of a subscribed room."""
 
     confirmed: asyncio.Future[None]
-    last_seq: int | None = None  # None until the first message after subscribing
+    last_seq: int = 0
+    kept_at: float = 0.0  # when its keys' TTL was last pushed back
     members: dict[str, Sender] = field(default_factory=dict)  # client_id -> member
 
 
@@ -106,6 +107,9 @@ class RedisBackend:
         self._connected = False
         self._tasks: list[asyncio.Task[None]] = []
         self._control: asyncio.Future[None] | None = None
+        # Repairs left to do after a reconnect (retried until they succeed).
+        self._reregister = False
+        self._resync_rooms: set[str] = set()
 
     # --- keys ---------------------------------------------------------------
 
@@ -266,13 +270,19 @@ class RedisBackend:
         return list(entries or ())
 
     async def _listen(self) -> None:
-        """Read the pub/sub connection; on failure, retry until Redis is back."""
+        """Read the pub/sub connection; on failure, retry until Redis is back.
+
+        Everything that emits events runs in this one task, so each room's events
+        keep their order, repairs after a reconnect included.
+        """
         delay = 0.05
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=LISTEN_POLL_S)
                 if message is not None:
                     await self._handle(message)
+                if self._reregister or self._resync_rooms:
+                    await self._repair()
                 delay = 0.05
             except asyncio.CancelledError:
                 raise
@@ -300,36 +310,52 @@ class RedisBackend:
         if channel == f"{self._prefix}control":
             if self._control is not None and not self._control.done():
                 self._control.set_result(None)
-                return
-            # Re-subscribed after a reconnect: Redis may have restarted empty.
-            log.info("Redis connection restored")
-            self._connected = True
+            else:  # re-subscribed by redis-py after a reconnect
+                self._reregister = True
+            return
+        item_id = channel[len(self._key("room", "")) :]
+        room = self._rooms.get(item_id)
+        if room is None:
+            return
+        if room.confirmed.done():
+            self._resync_rooms.add(item_id)  # re-subscribed after a reconnect
+            return
+        # The room's state as of now: messages up to this seq are older than any
+        # member's welcome (the hub reads its snapshot after this), so none is lost.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._key("seq", item_id))
+            pipe.hgetall(self._key("presence", item_id))
+            seq, presence = await pipe.execute()
+        room.last_seq = int(seq or 0)
+        room.members = {_text(cid): _member(cid, v) for cid, v in presence.items()}
+        room.confirmed.set_result(None)
+
+    async def _repair(self) -> None:
+        """After a reconnect (Redis may have restarted empty): heartbeat, presence of
+        our members, leaves that could not be sent, then each room's missed events."""
+        if self._reregister:
             await self._heartbeat_once()
             for (item_id, _), member in list(self._local.items()):
                 await self._register(item_id, member)
             for key, member in list(self._pending_leaves.items()):
                 await self._unregister(key[0], member)
                 del self._pending_leaves[key]
-            return
-        item_id = channel[len(self._key("room", "")) :]
-        room = self._rooms.get(item_id)
-        if room is None:
-            return
-        if not room.confirmed.done():
-            presence = await self._redis.hgetall(self._key("presence", item_id))
-            room.members = {_text(cid): _member(cid, v) for cid, v in presence.items()}
-            room.confirmed.set_result(None)
-        else:
-            await self._resync(item_id, room)
+            self._reregister = False
+            self._connected = True
+            log.info("Redis connection restored")
+        for item_id in list(self._resync_rooms):
+            room = self._rooms.get(item_id)
+            if room is not None:
+                await self._resync(item_id, room)
+            self._resync_rooms.discard(item_id)
 
     async def _resync(self, item_id: str, room: _Room) -> None:
         """After a reconnect: re-seed the counter, replay missed messages, fix presence."""
         seq_key = self._key("seq", item_id)
-        if room.last_seq is not None:
-            await self._run("RESEED", [seq_key], [room.last_seq])
-            seq = int(await self._redis.get(seq_key) or 0)
-            if seq > room.last_seq:
-                await self._fill_gap(item_id, room, seq + 1)
+        await self._run("RESEED", [seq_key], [room.last_seq])
+        seq = int(await self._redis.get(seq_key) or 0)
+        if seq > room.last_seq:
+            await self._fill_gap(item_id, room, seq + 1)
         presence = await self._redis.hgetall(self._key("presence", item_id))
         current = {_text(cid): _member(cid, v) for cid, v in presence.items()}
         for cid, member in list(room.members.items()):
@@ -344,11 +370,10 @@ class RedisBackend:
         if kind == b"m":
             head_raw, _, data = body.partition(b"\n")
             seq, ts, user, cid, ref = orjson.loads(head_raw)
-            if room.last_seq is not None:
-                if seq <= room.last_seq:
-                    return  # already delivered (replayed after a reconnect)
-                if seq > room.last_seq + 1:
-                    await self._fill_gap(item_id, room, seq)
+            if seq <= room.last_seq:
+                return  # already delivered (replayed after a reconnect)
+            if seq > room.last_seq + 1:
+                await self._fill_gap(item_id, room, seq)
             room.last_seq = seq
             self._emit(Message(item_id, seq, ts, Sender(user, cid), data, ref or None))
         elif kind in (b"j", b"l"):
@@ -361,7 +386,6 @@ class RedisBackend:
 
     async def _fill_gap(self, item_id: str, room: _Room, before: int) -> None:
         """Deliver from history the messages between the last delivered and ``before``."""
-        assert room.last_seq is not None
         history = self._key("history", item_id)
         entries = await self._xrange(history, f"{room.last_seq + 1}-0", f"{before - 1}-0")
         for entry in entries:
@@ -396,6 +420,7 @@ class RedisBackend:
             try:
                 await self._heartbeat_once()
                 await self._reap_dead_nodes()
+                await self._keep_rooms_alive()
             except REDIS_ERRORS as exc:
                 log.debug("heartbeat failed: %s", exc)
 
@@ -404,6 +429,22 @@ class RedisBackend:
             pipe.set(self._node_key(self.node_id), b"1", px=self._ttl_ms)
             pipe.sadd(self._nodes_key, self.node_id)
             await pipe.execute()
+
+    async def _keep_rooms_alive(self) -> None:
+        """A room with members here keeps its seq and history however quiet it is:
+        were they to expire, its seq would restart under its members' feet."""
+        now = asyncio.get_running_loop().time()
+        due = [i for i, r in self._rooms.items() if now - r.kept_at > self._history_ttl_ms / 4000]
+        if not due:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for item_id in due:
+                pipe.pexpire(self._key("seq", item_id), self._history_ttl_ms)
+                pipe.pexpire(self._key("history", item_id), self._history_ttl_ms)
+            await pipe.execute()
+        for item_id in due:
+            if item_id in self._rooms:
+                self._rooms[item_id].kept_at = now
 
     async def _reap_dead_nodes(self) -> None:
         nodes = [_text(n) for n in await self._redis.smembers(self._nodes_key)]
