@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.connection_limits import ConnectionLimits
 from api.dev_secret import warn_development
 from api.hub.backends import make_backend
 from api.hub.hub import Hub
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = Hub(make_backend(settings))
         await hub.start()
         app.state.hub = hub
+        app.state.connection_limits = ConnectionLimits(
+            settings.max_connections, settings.max_connections_per_user
+        )
         try:
             yield
         finally:

@@ -28,6 +28,8 @@ class Reason(StrEnum):
     ITEM_CLOSED = "item_closed"
     MESSAGE_TOO_BIG = "message_too_big"
     SLOW_CONSUMER = "slow_consumer"
+    # Not in PROTOCOL.md v1's table: a connection cap (per process or per user) is reached.
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     GOING_AWAY = "going_away"
     INTERNAL_ERROR = "internal_error"
 
@@ -39,3 +41,7 @@ GOING_AWAY = Close(1001, Reason.GOING_AWAY)
 INTERNAL_ERROR = Close(1011, Reason.INTERNAL_ERROR)
 MESSAGE_TOO_BIG = Close(1009, Reason.MESSAGE_TOO_BIG)
 TOKEN_EXPIRED = Close(POLICY_VIOLATION, Reason.TOKEN_EXPIRED)
+INVALID_TOKEN = Close(POLICY_VIOLATION, Reason.INVALID_TOKEN)
+FORBIDDEN = Close(POLICY_VIOLATION, Reason.FORBIDDEN)
+RATE_LIMITED = Close(POLICY_VIOLATION, Reason.RATE_LIMITED)
+TOO_MANY_CONNECTIONS = Close(1013, Reason.TOO_MANY_CONNECTIONS)

@@ -131,7 +131,25 @@ class Refresh:
 PING = Ping()
 
 
-def parse_client_frame(text: str) -> Publish | Ping | Refresh:
+def depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests (a scalar is 0), counting no further than ``limit + 1``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            level += 1
+            if level > deepest:
+                deepest = level
+                if deepest > limit:
+                    return deepest
+            stack.extend(
+                (child, level) for child in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
+def parse_client_frame(text: str, max_depth: int = 32) -> Publish | Ping | Refresh:
     """Decode one text frame, or raise FrameError saying what is wrong with it."""
     try:
         frame = orjson.loads(text)
@@ -146,6 +164,8 @@ def parse_client_frame(text: str) -> Publish | Ping | Refresh:
     if kind == "publish":
         if "data" not in frame:
             raise FrameError("invalid_frame", "publish needs data", ref)
+        if depth(frame["data"], max_depth) > max_depth:
+            raise FrameError("too_deep", f"data nests deeper than {max_depth} levels", ref)
         return Publish(orjson.dumps(frame["data"]), ref)
     if kind == "ping":
         return PING

@@ -1,8 +1,10 @@
 """How itemrooms runs uvicorn: one place for the server options that matter.
 
-- ``websockets-sansio``: uvicorn's maintained implementation; its ``send`` waits
-  while the socket is backpressured, which is what lets a member's bounded queue
-  detect a slow consumer (wsproto buffers without limit).
+- ``websockets-sansio`` (uvicorn's maintained implementation) as extended in
+  api/ws_protocol.py: its ``send`` waits while the socket is backpressured, which
+  is what lets a member's bounded queue detect a slow consumer (wsproto buffers
+  without limit); the extension answers malformed handshakes and speaks our close
+  codes.
 - per-message deflate off: it roughly doubles memory per connection.
 - a graceful-shutdown timeout: without one, a single client that never reads
   blocks shutdown forever.
@@ -35,7 +37,7 @@ def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) 
         "factory": True,
         "loop": "uvloop",
         "http": "httptools",
-        "ws": "websockets-sansio",
+        "ws": "api.ws_protocol:RoomsWebSocketProtocol",
         "ws_per_message_deflate": False,
         "ws_max_size": settings.max_message_bytes,
         "ws_ping_interval": settings.ping_interval_s,
@@ -44,4 +46,5 @@ def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) 
         "lifespan": "on",
         "proxy_headers": False,
         "log_config": log_config(),
+        "log_level": settings.log_level,
     }

@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     redis_prefix: str = "itemrooms:"
     # Members of a process that stopped heart-beating disappear within about this long.
     presence_ttl_s: float = Field(15.0, ge=1.0)
+    # Publishes (and binary frames) per second per connection may burst to this many.
+    rate_burst: float | None = Field(None, gt=0)
+    # Open connections per process, and per user (sub) per process.
+    max_connections: int = Field(10_000, ge=1)
+    max_connections_per_user: int = Field(100, ge=1)
+    # Deepest nesting of a published ``data`` value.
+    max_json_depth: int = Field(32, ge=1, le=512)
+    # uvicorn's log level; "debug" and "trace" still never log credentials.
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     # Protocol-level pings: a peer that does not answer within the timeout is dropped.
     ping_interval_s: float = Field(20.0, gt=0)
     ping_timeout_s: float = Field(20.0, gt=0)

@@ -25,6 +25,8 @@ def server_env(**overrides: Any) -> dict[str, str]:
         "ITEMROOMS_JWT_SECRET": SECRET,
         "ITEMROOMS_ENV": "production",
         "ITEMROOMS_HISTORY_SIZE": str(HISTORY_SIZE),
+        # Tests publish in bursts; the rate limit has tests of its own.
+        "ITEMROOMS_RATE_LIMIT": "100000",
     }
     env.update({f"ITEMROOMS_{k.upper()}": str(v) for k, v in overrides.items()})
     return env

@@ -1,0 +1,193 @@
+"""One accepted room connection: join, read frames, refresh, limits, leave.
+
+Everything a client sends goes through ``_read``: publishes (rate-limited, and
+refused with an ``error`` frame when the token lacks ``items:write`` or the backend
+is away), binary frames (relayed), pings, and token refreshes. Nothing here awaits
+a socket write: replies go on the member's queue like everything else.
+"""
+
+import asyncio
+import logging
+import secrets
+import time
+
+from fastapi import WebSocket
+
+from api.close_codes import (
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    RATE_LIMITED,
+    SLOW_CONSUMER,
+    TOKEN_EXPIRED,
+    TOO_MANY_CONNECTIONS,
+    Close,
+)
+from api.connection_limits import ConnectionLimits
+from api.frames import (
+    PONG,
+    FrameError,
+    Ping,
+    Publish,
+    Refresh,
+    encode,
+    error_frame,
+    parse_client_frame,
+)
+from api.hub.backends.base import BackendUnavailable, Sender
+from api.hub.hub import Hub
+from api.hub.member import AsgiMessage, Member, text_message
+from api.rate_limit import TokenBucket
+from api.settings import Settings
+from auth.credentials import accepted_subprotocol
+from auth.permissions import can_join, can_publish
+from auth.tokens import Claims, TokenError, TokenVerifier
+
+log = logging.getLogger("itemrooms.rooms")
+
+PONG_MESSAGE = text_message(PONG)
+CLOSE_WAIT_S = 2.0
+NOT_ALLOWED = "token lacks items:write for this item"
+UNAVAILABLE = "not published: the service is briefly unavailable; retry"
+SLOW_DOWN = "not published: over the rate limit; slow down"
+
+
+def new_client_id() -> str:
+    return "c_" + secrets.token_hex(6)
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, item_id: str, claims: Claims) -> None:
+        state = websocket.app.state
+        self.websocket = websocket
+        self.item_id = item_id
+        self.hub: Hub = state.hub
+        self.settings: Settings = state.settings
+        self.verifier: TokenVerifier = state.verifier
+        self.limits: ConnectionLimits = state.connection_limits
+        sender = Sender(user=claims.sub, client_id=new_client_id())
+        self.member = Member(
+            sender, claims, can_publish(claims, item_id), websocket.send, self.settings.send_queue
+        )
+        self.bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
+        self._expiry: asyncio.TimerHandle | None = None
+
+    async def serve(self, since: int | None) -> None:
+        await self.websocket.accept(subprotocol=accepted_subprotocol(self.websocket))
+        user = self.member.sender.user
+        if not self.limits.acquire(user):
+            await self.websocket.close(TOO_MANY_CONNECTIONS.code, TOO_MANY_CONNECTIONS.reason)
+            return
+        writer = asyncio.create_task(
+            self.member.run_writer(), name=f"writer {self.member.client_id}"
+        )
+        try:
+            await self.hub.join(self.item_id, self.member, since)
+            self._expire_at(self.member.claims.exp)
+            await self._read()
+        except Exception as exc:
+            if isinstance(exc, BackendUnavailable):  # expected while Redis is away
+                log.warning("room %s: refused %s: %s", self.item_id, self.member.client_id, exc)
+            else:
+                log.exception("room %s: connection %s failed", self.item_id, self.member.client_id)
+            self.member.close(INTERNAL_ERROR)
+            # Give the writer a moment to deliver the close; a client that does not read
+            # must not keep this handler alive.
+            await asyncio.wait({writer}, timeout=CLOSE_WAIT_S)
+        finally:
+            self.limits.release(user)
+            if self._expiry is not None:
+                self._expiry.cancel()
+            try:
+                await self.hub.leave(self.item_id, self.member)
+            finally:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+
+    def _expire_at(self, exp: int) -> None:
+        """A token is only good until ``exp`` (plus the leeway), on a live connection too."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, exp + self.settings.jwt_leeway_s - time.time())
+        self._expiry = loop.call_at(loop.time() + delay, self._close, TOKEN_EXPIRED)
+
+    def _close(self, close: Close) -> None:
+        self.hub.evict(self.item_id, self.member, close)
+
+    def _reply(self, message: AsgiMessage) -> None:
+        if not self.member.push(message):
+            self._close(SLOW_CONSUMER)
+
+    def _error(self, code: str, detail: str, ref: str | None = None) -> None:
+        self._reply(text_message(error_frame(code, detail, ref)))
+
+    def _may_send(self, ref: str | None) -> bool:
+        """Whether a publish or binary frame goes ahead; answers the client when not."""
+        if not self.member.may_publish:
+            self._error("not_allowed", NOT_ALLOWED, ref)
+            return False
+        if not self.bucket.allow():
+            if self.bucket.exhausted:
+                self._close(RATE_LIMITED)
+            else:
+                self._error("rate_limited", SLOW_DOWN, ref)
+            return False
+        return True
+
+    async def _read(self) -> None:
+        """Handle the client's frames until it disconnects; bad frames get an ``error``."""
+        receive, member = self.websocket.receive, self.member
+        max_depth = self.settings.max_json_depth
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if member.close_with is not None:
+                continue  # being closed: its frames no longer count
+            text = message.get("text")
+            if text is None:
+                if self._may_send(None):
+                    try:
+                        await self.hub.relay(self.item_id, member, message.get("bytes") or b"")
+                    except BackendUnavailable:
+                        self._error("unavailable", UNAVAILABLE)
+                continue
+            try:
+                frame = parse_client_frame(text, max_depth)
+            except FrameError as exc:
+                self._error(exc.code, exc.detail, exc.ref)
+                continue
+            if isinstance(frame, Publish):
+                if self._may_send(frame.ref):
+                    try:
+                        await self.hub.publish(self.item_id, member, frame.data, frame.ref)
+                    except BackendUnavailable:
+                        # Never dropped silently: the sender learns it was not published.
+                        self._error("unavailable", UNAVAILABLE, frame.ref)
+            elif isinstance(frame, Ping):
+                self._reply(PONG_MESSAGE)
+            else:
+                await self._refresh(frame)
+
+    async def _refresh(self, frame: Refresh) -> None:
+        """A newer token for the same user: its permissions apply from now on."""
+        try:
+            # In a thread: verifying may fetch signing keys (JWKS) over the network.
+            claims = await asyncio.to_thread(self.verifier.verify, frame.token)
+        except TokenError as exc:
+            self._close(Close(1008, exc.reason))
+            return
+        current = self.member.claims
+        if claims.sub != current.sub:
+            self._close(FORBIDDEN)
+            return
+        if claims.exp <= current.exp:
+            self._error("invalid_refresh", "the new token must expire later than the current one")
+            return
+        if not can_join(claims, self.item_id):
+            self._close(FORBIDDEN)
+            return
+        self.member.claims = claims
+        self.member.may_publish = can_publish(claims, self.item_id)
+        self._expire_at(claims.exp)
+        self._reply(text_message(encode({"type": "refreshed", "exp": claims.exp})))

@@ -1,0 +1,91 @@
+"""uvicorn's ``websockets-sansio`` WebSocket implementation, with what it lacks for a
+service facing the open internet.
+
+uvicorn (0.35 to 0.5x) leaves three gaps that a client can see on the wire:
+- a handshake the websockets parser refuses (a request line over 8 KiB, more than
+  128 headers, garbage) is never answered: the connection just hangs open;
+- a handshake that never completes holds a connection forever;
+- a frame over the size limit closes with the library's own prose as the reason,
+  and a shutdown closes with 1012 and no reason.
+This subclass answers refused handshakes (414/431) and closes, closes handshakes
+that take longer than ``HANDSHAKE_TIMEOUT_S``, and speaks PROTOCOL.md's close codes:
+1009 ``message_too_big`` and 1001 ``going_away``. Everything else is uvicorn's.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import CloseCode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+
+from api.close_codes import GOING_AWAY, MESSAGE_TOO_BIG
+
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+class RoomsServerConnection(ServerProtocol):
+    """The websockets state machine, closing oversized frames with our reason."""
+
+    def fail(self, code: CloseCode | int, reason: str = "") -> None:
+        if code == CloseCode.MESSAGE_TOO_BIG:
+            reason = MESSAGE_TOO_BIG.reason
+        super().fail(code, reason)
+
+
+class RoomsWebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = RoomsServerConnection(
+            extensions=self.conn.available_extensions,
+            max_size=self.config.ws_max_size,
+            logger=logging.getLogger("uvicorn.error"),
+        )
+        self._handshake_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._handshake_timer = self.loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_late)
+
+    def _handshake_late(self) -> None:
+        if not self.handshake_initiated:
+            self.transport.abort()
+
+    def handle_connect(self, event: Request) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        super().handle_connect(event)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            # websockets prepared a 414/431 answer (or an EOF for garbage) that uvicorn,
+            # waiting for a complete request, would never write.
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.handshake_initiated = self.close_sent = True
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """Server shutdown: 1001 ``going_away`` (PROTOCOL.md), not uvicorn's bare 1012."""
+        if self.handshake_complete and not self.close_sent and self.initial_response is None:
+            self.stop_keepalive()
+            self.queue.put_nowait(
+                {
+                    "type": "websocket.disconnect",
+                    "code": GOING_AWAY.code,
+                    "reason": GOING_AWAY.reason,
+                }
+            )
+            self.conn.send_close(GOING_AWAY.code, GOING_AWAY.reason)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self.transport.close()
+            return
+        super().shutdown()
