@@ -1,37 +1,55 @@
-"""Keep credentials out of the logs.
+"""Keep credentials out of the logs, at every log level.
 
-uvicorn logs every WebSocket handshake and HTTP request with its query string,
-so a ``?token=`` credential would land in log files and log pipelines. This
-filter rewrites the value of credential-bearing query parameters in every
-record of uvicorn's loggers and ours before any handler formats it.
+uvicorn logs each handshake with its query string (``?token=``); at ``debug`` the
+websockets library logs every request header (``Authorization``, ``Cookie``,
+``Sec-WebSocket-Protocol: bearer.<jwt>``); at ``trace`` uvicorn logs the whole ASGI
+scope. This filter formats each record and rewrites credentials before any handler
+sees it: anything shaped like a JWT, and the values of credential headers, cookies
+and query parameters.
 """
 
 import logging
 import re
 
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|access_token|session)=)[^&\s\"']*")
-REDACTED = r"\1[redacted]"
+_RULES = [
+    # Any JWT, wherever it appears (header, subprotocol, query, cookie, scope dump).
+    (re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*"), "[redacted-jwt]"),
+    # Header lines: "< authorization: Bearer …", "cookie: …".
+    (re.compile(r"(?i)\b((?:authorization|cookie|set-cookie)\s*:\s*)[^\r\n]*"), r"\1[redacted]"),
+    # Header tuples in a scope dump: (b'authorization', b'…').
+    (re.compile(r"(?i)(b?['\"](?:authorization|cookie)['\"],\s*b?['\"])[^'\"]*"), r"\1[redacted]"),
+    # The subprotocol credential.
+    (re.compile(r"(?i)(\bbearer\.)[^\s,'\"]+"), r"\1[redacted]"),
+    # Query parameters and cookies that carry tokens.
+    (
+        re.compile(r"(?i)((?:^|[?&;'\"\s])(?:token|access_token|session)=)[^&;\s\"']*"),
+        r"\1[redacted]",
+    ),
+]
 
 
 def redact(text: str) -> str:
-    return _SECRET_QUERY.sub(REDACTED, text)
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as usual
+            return True
+        record.msg = redact(message)
+        record.args = None
         return True
 
 
-LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "itemrooms")
+LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "itemrooms", "websockets")
 
 
 def install_redaction() -> None:
-    """Attach the filter to the loggers that may see a request line; idempotent."""
+    """Attach the filter to the loggers that may see a request; idempotent."""
     for name in LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
