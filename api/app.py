@@ -15,7 +15,18 @@ from api.rejections import install_rejection_handlers
 from api.routes import demo, health, rooms
 from api.routes.demo import STATIC_DIR
 from api.settings import Settings, get_settings
+from auth.jwks import JwksCache
 from auth.tokens import TokenVerifier
+
+
+def make_jwks(settings: Settings) -> JwksCache | None:
+    if not settings.jwks_url:
+        return None
+    return JwksCache(
+        settings.jwks_url,
+        min_refetch_s=settings.jwks_min_refetch_s,
+        max_age_s=settings.jwks_max_age_s,
+    )
 
 
 def make_verifier(settings: Settings) -> TokenVerifier:
@@ -24,6 +35,7 @@ def make_verifier(settings: Settings) -> TokenVerifier:
         algorithms=tuple(settings.jwt_algorithms),
         hmac_secret=settings.hmac_secret() if uses_hmac else None,
         public_key=settings.jwt_public_key,
+        jwks=make_jwks(settings),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_s=settings.jwt_leeway_s,

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     jwt_algorithms: CommaList = ["HS256"]
     jwt_public_key: str | None = None
     jwks_url: str | None = None
+    # An unknown kid refetches the JWKS at most this often; keys are refreshed this often.
+    jwks_min_refetch_s: float = Field(60.0, ge=1.0)
+    jwks_max_age_s: float = Field(600.0, ge=1.0)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_s: int = Field(30, ge=0, le=600)
@@ -81,6 +84,15 @@ class Settings(BaseSettings):
         if bad or not value:
             raise ValueError(f"unsupported JWT algorithm(s) {bad or value}; use {sorted(allowed)}")
         return value
+
+    @model_validator(mode="after")
+    def _public_key_source(self) -> Self:
+        asymmetric = [a for a in self.jwt_algorithms if not a.startswith("HS")]
+        if asymmetric and not (self.jwt_public_key or self.jwks_url):
+            raise ValueError(
+                f"{', '.join(asymmetric)} need ITEMROOMS_JWT_PUBLIC_KEY or ITEMROOMS_JWKS_URL"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secret_rules(self) -> Self:

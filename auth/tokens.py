@@ -20,6 +20,7 @@ from jose.exceptions import ExpiredSignatureError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from api.close_codes import Reason
+from auth.jwks import Jwk, JwksCache
 
 log = logging.getLogger("itemrooms.auth")
 
@@ -80,6 +81,7 @@ class TokenVerifier:
     algorithms: tuple[str, ...]
     hmac_secret: str | None = None
     public_key: str | None = None
+    jwks: JwksCache | None = None
     issuer: str | None = None
     audience: str | None = None
     leeway_s: int = 30
@@ -98,10 +100,20 @@ class TokenVerifier:
         }
         object.__setattr__(self, "_options", options)
 
-    def _key_for(self, alg: str) -> str:
-        key = self.hmac_secret if alg.startswith("HS") else self.public_key
-        if alg not in self.algorithms or key is None:
+    def _key_for(self, alg: str, header: Mapping[str, Any]) -> str | Jwk:
+        if alg not in self.algorithms:
             raise TokenInvalid(f"algorithm {alg!r} not accepted")
+        if alg.startswith("HS"):
+            key: str | Jwk | None = self.hmac_secret
+        elif self.jwks is not None:
+            kid = header.get("kid")
+            key = self.jwks.key(kid) if isinstance(kid, str) else None
+            if key is not None and key.get("alg", alg) != alg:
+                raise TokenInvalid("the key named by kid is for another algorithm")
+        else:
+            key = self.public_key
+        if key is None:
+            raise TokenInvalid(f"no key for {alg}")
         return key
 
     def verify(self, token: str, now: float | None = None) -> Claims:
@@ -116,7 +128,7 @@ class TokenVerifier:
                 raise TokenInvalid("no alg")
             raw = jwt.decode(
                 token,
-                self._key_for(alg),
+                self._key_for(alg, header),
                 algorithms=[alg],
                 audience=self.audience,
                 issuer=self.issuer,

@@ -75,3 +75,9 @@ def test_unknown_algorithms_are_refused(algorithms: str) -> None:
 
 def test_public_key_only_needs_no_secret() -> None:
     assert Settings(jwt_algorithms="RS256", jwt_public_key="PEM").jwt_secret is None
+    assert Settings(jwt_algorithms="ES256", jwks_url="https://idp/jwks").jwt_secret is None
+
+
+def test_public_key_algorithms_need_a_key_source() -> None:
+    with pytest.raises(ValidationError, match="ITEMROOMS_JWT_PUBLIC_KEY or ITEMROOMS_JWKS_URL"):
+        Settings(jwt_algorithms="RS256")
