@@ -108,10 +108,24 @@ def pin_self(args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, {args.load_cpu})
 
 
+def git(*cmd: str) -> str:
+    done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10)
+    return done.stdout.strip()
+
+
+def code_hash() -> str:
+    """A short hash of the server code as it is on disk (api/, auth/), committed or not:
+    equal at the start and the end of a benchmark = nobody edited it meanwhile."""
+    digest = hashlib.sha1()
+    for package in ("api", "auth"):
+        for path in sorted((REPO / package).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(REPO)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def environment(redis_server: str | None = None) -> dict[str, Any]:
-    def git(*cmd: str) -> str:
-        done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10)
-        return done.stdout.strip()
 
     packages = ["fastapi", "starlette", "uvicorn", "uvloop", "websockets", "python-jose"]
     if redis_server is not None:
@@ -119,10 +133,8 @@ def environment(redis_server: str | None = None) -> dict[str, Any]:
     env = {
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(git("status", "--porcelain", "--", "api", "auth")),
-        # Which uncommitted server code was measured, when "dirty" (the same hash = the same code).
-        "api_auth_diff_sha1": hashlib.sha1(
-            git("diff", "HEAD", "--", "api", "auth").encode()
-        ).hexdigest()[:12],
+        # The server code measured (api/ and auth/ on disk; compared again at the end).
+        "api_auth_sha1": code_hash(),
         "python": platform.python_version(),
         "packages": {name: version(name) for name in packages},
         "cpus": os.cpu_count(),
@@ -154,6 +166,8 @@ def setup_line(args: argparse.Namespace) -> str:
 def per_core_lines(ratio: dict[str, float], mine: str, base: str) -> list[str]:
     cpu = ratio["deliveries_per_cpu_s"]
     rate = ratio["deliveries_per_s"]
+    if not cpu or not rate:
+        return [f"{mine}/{base}, per core: not measured (a server had no successful run)"]
     met = "met" if min(cpu, rate) >= PER_CORE_TARGET else "NOT met"
     if min(cpu, rate) < PER_CORE_TARGET <= max(cpu, rate):
         met = "met by one measure only"
@@ -194,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         f"window {cfg.window}, {cfg.load_procs} load process(es), {args.runs} run(s) per server, "
         f"interleaved; medians"
     )
+    env = environment(args.redis_server if uses_redis else None)
     print(title, flush=True)
     if uses_redis:
         print(setup_line(args), flush=True)
@@ -224,10 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("\n".join(per_core_lines(per_core, ITEMROOMS_REDIS2, ITEMROOMS)))
     total = time.monotonic() - started
+    env["api_auth_sha1_at_end"] = code_hash()
+    env["commit_at_end"] = git("rev-parse", "HEAD")
+    if env["api_auth_sha1_at_end"] != env["api_auth_sha1"]:
+        print("\nWARNING: the server code (api/, auth/) changed while the benchmark ran")
     report = {
         "title": title,
         "config": {**asdict(cfg), "runs": args.runs, "servers": args.servers},
-        "environment": environment(args.redis_server if uses_redis else None),
+        "environment": env,
         "runs": [r.to_json() for runs in results.values() for r in runs],
         "summary": {s.server: asdict(s) for s in summaries},
         "ratio_itemrooms_over_tutorial": ratio,

@@ -236,6 +236,8 @@ def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) 
     started = time.monotonic()
     try:
         redis_url = None
+        # One prefix for the run's processes (a fresh Redis anyway: nothing to collide with).
+        redis_prefix = f"bench-{secrets.token_hex(4)}:"
         if spec.redis:
             redis_port = free_port()
             redis = start_redis(cfg.redis_server, redis_port, cpu=cfg.server_cpu, cwd=repo)
@@ -253,6 +255,7 @@ def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) 
                     cpu=cfg.server_cpu,
                     cwd=repo,
                     redis_url=redis_url,
+                    redis_prefix=redis_prefix,
                     label=label,
                 )
             )

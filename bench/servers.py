@@ -11,9 +11,11 @@ for the run, without persistence; the members are split between the two
 processes by the load generator. Two separate processes rather than
 ``--workers 2``: the benchmark decides which member lands on which process
 (the kernel would, behind one port) and reads each process's CPU time.
+``itemrooms-redis1`` (one process, Redis backend; only with ``--servers``)
+tells the Redis backend's own cost apart from that of two processes sharing
+one core.
 """
 
-import secrets
 import shutil
 import signal
 import sys
@@ -30,6 +32,7 @@ ROOM = "bench"
 ITEMROOMS = "itemrooms"
 TUTORIAL = "tutorial"
 ITEMROOMS_REDIS2 = "itemrooms-redis2"
+ITEMROOMS_REDIS1 = "itemrooms-redis1"  # diagnostic: the Redis backend, one process
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,9 @@ SPECS = {
     ITEMROOMS_REDIS2: ServerSpec(
         ITEMROOMS_REDIS2, auth="header", presence=True, processes=2, redis=True
     ),
+    ITEMROOMS_REDIS1: ServerSpec(
+        ITEMROOMS_REDIS1, auth="header", presence=True, processes=1, redis=True
+    ),
 }
 
 
@@ -63,21 +69,22 @@ def start_server(
     cpu: int | None,
     cwd: Path,
     redis_url: str | None = None,
+    redis_prefix: str = "itemrooms:",
     label: str | None = None,
 ) -> Child:
     """Start ``name`` on ``port`` and wait until uvicorn listens.
 
-    For itemrooms, ``redis_url`` selects the Redis backend (with a key prefix of
-    its own, so nothing left in that Redis can leak into the run)."""
+    For itemrooms, ``redis_url`` selects the Redis backend; the processes of one
+    run must share ``redis_prefix`` (keys and channels), or they share no room."""
     bin_dir = Path(sys.executable).parent
-    if name in (ITEMROOMS, ITEMROOMS_REDIS2):
+    if name in (ITEMROOMS, ITEMROOMS_REDIS2, ITEMROOMS_REDIS1):
         argv = [str(bin_dir / "itemrooms"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         backend = {"ITEMROOMS_BACKEND": "memory"}
         if redis_url is not None:
             backend = {
                 "ITEMROOMS_BACKEND": "redis",
                 "ITEMROOMS_REDIS_URL": redis_url,
-                "ITEMROOMS_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}:",
+                "ITEMROOMS_REDIS_PREFIX": redis_prefix,
             }
         env = clean_env(
             {

@@ -43,6 +43,7 @@ def test_development_generates_one_secret_and_keeps_it_private(tmp_path: Path) -
 def test_environment_variables_and_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ITEMROOMS_JWT_SECRET", GOOD)
     monkeypatch.setenv("ITEMROOMS_JWT_ALGORITHMS", "HS256, RS256")
+    monkeypatch.setenv("ITEMROOMS_JWT_PUBLIC_KEY", "PEM")
     monkeypatch.setenv("ITEMROOMS_ALLOWED_ORIGINS", "https://a.example,https://b.example")
     monkeypatch.setenv("ITEMROOMS_SEND_QUEUE", "64")
     settings = Settings()
