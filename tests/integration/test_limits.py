@@ -49,15 +49,17 @@ async def test_a_frame_over_the_limit_closes_with_1009(
 async def test_a_publish_flood_gets_error_frames_then_a_close(
     start_server: Starter, mint: Mint, item: str
 ) -> None:
-    server = start_server(rate_limit=5, rate_burst=5)
+    # One publish a second: the flood below takes far less than a second to send,
+    # however loaded the machine, so only the first one or two can pass.
+    server = start_server(rate_limit=1, rate_burst=1)
     ws, _ = await join(server, item, mint())
-    for i in range(40):
+    for i in range(60):
         await send_json(ws, {"type": "publish", "data": i, "ref": str(i)})
     frames, code, reason = await drain_until_closed(ws)
     decoded = [json.loads(f) for f in frames]
     published = [f for f in decoded if f["type"] == "message"]
     refused = [f for f in decoded if f["type"] == "error"]
-    assert 1 <= len(published) <= 6  # the burst, and what refilled meanwhile
+    assert 1 <= len(published) <= 3  # the burst, and what refilled meanwhile
     assert refused and all(f["code"] == "rate_limited" for f in refused)
     assert (code, reason) == (1008, "rate_limited")
     await assert_healthy(server)

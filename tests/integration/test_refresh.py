@@ -16,14 +16,14 @@ async def test_a_refresh_keeps_the_connection_past_the_old_expiry(
     start_server: Starter, mint: Mint, item: str
 ) -> None:
     server = start_server(jwt_leeway_s=0)
-    ws, _ = await join(server, item, mint("alice", ttl_s=2))
+    ws, _ = await join(server, item, mint("alice", ttl_s=3))
     async with ws:
         newer = mint("alice", ttl_s=120)
         await send_json(ws, {"type": "refresh", "token": newer})
         refreshed = await recv_json(ws)
         assert refreshed["type"] == "refreshed" and refreshed["exp"] > 0
-        # Let the first token's expiry (2 s) pass: the time itself is what is tested.
-        await asyncio.sleep(3)
+        # Let the first token's expiry (3 s) pass: the time itself is what is tested.
+        await asyncio.sleep(4)
         await send_json(ws, {"type": "publish", "data": "still here", "ref": "s"})
         frame = await recv_json(ws)
         assert (frame["type"], frame["ref"]) == ("message", "s")

@@ -219,7 +219,7 @@ async def test_a_live_connection_is_closed_when_its_token_expires(
     server = start_server(jwt_leeway_s=0)
     watcher, _ = await join(server, item, mint("watcher"))
     async with watcher:
-        expiring, welcome = await join(server, item, mint("brief", ttl_s=2))
+        expiring, welcome = await join(server, item, mint("brief", ttl_s=3))
         await recv_type(watcher, "presence")
         assert await closed_with(expiring, timeout=10) == (1008, "token_expired")
         left = await recv_type(watcher, "presence")
