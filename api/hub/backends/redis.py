@@ -235,15 +235,17 @@ class RedisBackend:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.get(self._key("seq", item_id))
                 pipe.hgetall(self._key("presence", item_id))
-                pipe.xrange(history, "-", "+", count=1)
-                pipe.xrange(history, f"{(since or 0) + 1}-0", "+")
-                seq_raw, presence, oldest, entries = await pipe.execute()
+                if since is not None:  # history only for a resume
+                    pipe.xrange(history, "-", "+", count=1)
+                    pipe.xrange(history, f"{since + 1}-0", "+")
+                seq_raw, presence, *resume = await pipe.execute()
         except REDIS_ERRORS as exc:
             raise BackendUnavailable(str(exc)) from exc
         seq = int(seq_raw or 0)
         members = tuple(_member(cid, value) for cid, value in presence.items())
         if since is None:
             return Snapshot(seq, members, (), True)
+        oldest, entries = resume
         recovered = True
         if since > seq:  # a stream the client never saw: give it all we have
             since, recovered = 0, False
