@@ -8,26 +8,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 
 from auth.jwks import Jwk, JwksCache
 from auth.tokens import TokenInvalid, TokenVerifier
-from tests.auth.test_tokens import base
+from tests.auth.test_tokens import base, pem_pair
 
 
 def rsa_pair() -> tuple[str, str]:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public_pem = (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private_pem, public_pem
+    return pem_pair(lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
 def public_jwk(public_pem: str, kid: str) -> Jwk:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PRESENCE_TTL_S, Mint
-from tests.support.client import join, recv_json, recv_type, send_json
+from tests.support.client import join, publish_many, recv_json, recv_type, send_json
 from tests.support.server import ServerProcess
 
 Starter = Callable[..., ServerProcess]
@@ -73,15 +73,6 @@ async def test_presence_across_processes(
         await b.close()
         left = await recv_json(a)
         assert (left["event"], left["client_id"]) == ("leave", wb["client_id"])
-
-
-async def publish_many(server: ServerProcess, item: str, token: str, count: int) -> None:
-    ws, _ = await join(server, item, token)
-    async with ws:
-        for i in range(count):
-            await send_json(ws, {"type": "publish", "data": i, "ref": str(i)})
-        for _ in range(count):
-            await recv_type(ws, "message")
 
 
 async def test_resume_on_the_other_process(

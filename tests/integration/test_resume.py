@@ -2,17 +2,8 @@
 and ``recovered`` telling whether history still held everything."""
 
 from tests.conftest import HISTORY_SIZE, Mint
-from tests.support.client import join, recv_json, recv_type, send_json
+from tests.support.client import join, publish_many, recv_json, send_json
 from tests.support.server import ServerProcess
-
-
-async def publish_many(server: ServerProcess, item: str, token: str, count: int) -> None:
-    ws, _ = await join(server, item, token)
-    async with ws:
-        for i in range(count):
-            await send_json(ws, {"type": "publish", "data": i, "ref": str(i)})
-        for _ in range(count):
-            await recv_type(ws, "message")  # every publish acknowledged
 
 
 async def test_resume_replays_what_was_missed_then_live(

@@ -112,3 +112,14 @@ async def drain_until_closed(
 
     code, reason = await asyncio.wait_for(read(), timeout)
     return frames, code, reason
+
+
+async def publish_many(server: ServerProcess, item_id: str, token: str, count: int) -> None:
+    """Publish ``count`` messages (data 0, 1, …) and wait until every one is acknowledged."""
+    ws, _ = await join(server, item_id, token)
+    async with ws:
+        for i in range(count):
+            await send_json(ws, {"type": "publish", "data": i, "ref": str(i)})
+        acked = 0
+        while acked < count:
+            acked += (await recv_json(ws))["type"] == "message"
