@@ -16,10 +16,20 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.close_codes import SLOW_CONSUMER, Close
+from api.close_codes import FORBIDDEN, ITEM_CLOSED, SLOW_CONSUMER, Close
 from api.frames import encode_message, encode_presence, encode_welcome, with_ref
-from api.hub.backends.base import Backend, Event, Message, Presence, Relay, Snapshot
-from api.hub.member import AsgiMessage, Member, bytes_message, text_message
+from api.hub.backends.base import (
+    Backend,
+    Control,
+    Event,
+    Message,
+    Presence,
+    Relay,
+    Sender,
+    Snapshot,
+)
+from api.hub.member import ACCEPTED_AT, AsgiMessage, Member, bytes_message, text_message
+from api.metrics import Metrics
 
 log = logging.getLogger("itemrooms.hub")
 
@@ -36,8 +46,9 @@ class _Room:
 
 
 class Hub:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, metrics: Metrics | None = None) -> None:
         self.backend = backend
+        self.metrics = metrics or Metrics()
         self._rooms: dict[str, _Room] = {}  # item_id -> room with local members
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -114,7 +125,7 @@ class Hub:
                 elif event.event == "leave" and cid in known:
                     known.discard(cid)
                     member.push(text_message(encode_presence(event)), force=True)
-            elif event.sender.client_id != member.client_id:
+            elif isinstance(event, Relay) and event.sender.client_id != member.client_id:
                 member.push(bytes_message(event.payload), force=True)
 
     async def leave(self, item_id: str, member: Member) -> None:
@@ -142,11 +153,12 @@ class Hub:
 
     # --- publishing ---------------------------------------------------------
 
-    async def publish(self, item_id: str, member: Member, data: bytes, ref: str | None) -> int:
-        return await self.backend.publish(item_id, member.sender, data, ref)
+    async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
+        """One path for every publish, WebSocket or HTTP, so members see one order."""
+        return await self.backend.publish(item_id, sender, data, ref)
 
-    async def relay(self, item_id: str, member: Member, payload: bytes) -> None:
-        await self.backend.relay(item_id, member.sender, payload)
+    async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
+        await self.backend.relay(item_id, sender, payload)
 
     # --- fan-out ------------------------------------------------------------
 
@@ -154,22 +166,31 @@ class Hub:
         room = self._rooms.get(event.item_id)
         if room is None:
             return
+        if isinstance(event, Control):
+            self._apply_control(room, event)
+            return
         for _, held in room.joining.values():
             held.append(event)
         if not room.members:
             return
         overflowed: list[Member] = []
+        dropped = 0
         if isinstance(event, Message):
             frame = encode_message(event)
             shared = text_message(frame)
+            shared[ACCEPTED_AT] = event.ts / 1000
             sender_id = event.sender.client_id
             for cid, member in room.members.items():
+                if member.close_with is not None:
+                    dropped += 1
+                    continue
                 if cid == sender_id and event.ref is not None:
-                    ok = member.push(text_message(with_ref(frame, event.ref)))
+                    message = text_message(with_ref(frame, event.ref))
                 else:
-                    ok = member.push(shared)
-                if not ok:
+                    message = shared
+                if not member.push(message):
                     overflowed.append(member)
+            self.metrics.delivered.inc(len(room.members) - dropped - len(overflowed))
         else:
             shared = self._other_frame(event)
             skip = event.member.client_id if isinstance(event, Presence) else event.sender.client_id
@@ -178,6 +199,18 @@ class Hub:
                     overflowed.append(member)
         for member in overflowed:
             self.evict(event.item_id, member, SLOW_CONSUMER)
+        if dropped:
+            self.metrics.dropped.inc(dropped)
+
+    def _apply_control(self, room: _Room, event: Control) -> None:
+        close = ITEM_CLOSED if event.action == "close" else FORBIDDEN
+        targets = [*room.members.values(), *(m for m, _ in room.joining.values())]
+        for member in targets:
+            if event.action == "close" or member.sender.user == event.user:
+                self.evict(event.item_id, member, close)
+
+    async def control(self, item_id: str, action: str, user: str | None) -> None:
+        await self.backend.control(item_id, action, user)
 
     @staticmethod
     def _other_frame(event: Presence | Relay) -> AsgiMessage:
@@ -192,7 +225,10 @@ class Hub:
 
     def evict(self, item_id: str, member: Member, close: Close) -> None:
         """Close a member's connection and take it out of the room now, from sync code."""
+        if member.close_with is not None:
+            return
         log.info("closing %s in %s: %s", member.client_id, item_id, close.reason)
+        self.metrics.closes.labels(str(close.reason)).inc()
         member.close(close)
         task = asyncio.get_running_loop().create_task(self.leave(item_id, member))
         self._tasks.add(task)

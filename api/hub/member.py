@@ -12,6 +12,7 @@ say) may queue past the limit without evicting anyone, up to a hard cap.
 """
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -35,6 +36,10 @@ def bytes_message(payload: bytes) -> AsgiMessage:
     return {"type": "websocket.send", "bytes": payload}
 
 
+# Key of the shared ASGI message holding when its message was accepted (epoch seconds);
+# ASGI servers ignore keys they do not know.
+ACCEPTED_AT = "itemrooms.accepted_at"
+
 # A queue never holds more than this many times its limit, stuck writer or not.
 BURST_CAP_FACTOR = 8
 
@@ -49,11 +54,18 @@ class Member:
         "_queue",
         "_waiter",
         "_blocked",
+        "_observe",
         "close_with",
     )
 
     def __init__(
-        self, sender: Sender, claims: Claims, may_publish: bool, send: AsgiSend, limit: int
+        self,
+        sender: Sender,
+        claims: Claims,
+        may_publish: bool,
+        send: AsgiSend,
+        limit: int,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         self.sender = sender
         self.claims = claims
@@ -65,6 +77,8 @@ class Member:
         # True only while a send is suspended: a send to a writable socket completes
         # without yielding, so push() can only observe this when the socket is full.
         self._blocked = False
+        # Sampled members report how long a message took from accepted to their socket.
+        self._observe = observe
         # Set once the connection is to be closed; nothing more is queued after it.
         self.close_with: Close | None = None
 
@@ -108,6 +122,8 @@ class Member:
         self._blocked = True
         await self._send(message)
         self._blocked = False
+        if self._observe is not None and ACCEPTED_AT in message:
+            self._observe(time.time() - message[ACCEPTED_AT])
 
     async def run_writer(self) -> None:
         """Send queued frames until a close is sent or the socket is gone."""

@@ -46,7 +46,16 @@ class Relay:
     payload: bytes  # a binary frame, relayed unchanged to the other members
 
 
-Event = Message | Presence | Relay
+@dataclass(frozen=True, slots=True)
+class Control:
+    """The application closes connections: ``kick`` one user's, or ``close`` the room."""
+
+    item_id: str
+    action: str  # "kick" or "close"
+    user: str | None  # the user to kick; None to close the room
+
+
+Event = Message | Presence | Relay | Control
 
 
 class BackendUnavailable(Exception):
@@ -89,6 +98,9 @@ class Backend(Protocol):
 
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         """Fan out a binary frame; not stored, not sequenced."""
+
+    async def control(self, item_id: str, action: str, user: str | None) -> None:
+        """Fan out a kick or a close to every process with members in the room."""
 
     async def join(self, item_id: str, member: Sender) -> None:
         """Add to presence and fan out a ``join`` event."""

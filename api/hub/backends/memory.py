@@ -7,7 +7,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from api.hub.backends.base import Event, EventSink, Message, Presence, Relay, Sender, Snapshot
+from api.hub.backends.base import (
+    Control,
+    Event,
+    EventSink,
+    Message,
+    Presence,
+    Relay,
+    Sender,
+    Snapshot,
+)
 
 
 @dataclass(slots=True)
@@ -106,6 +115,9 @@ class MemoryBackend:
 
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         self._emit(Relay(item_id, sender, payload))
+
+    async def control(self, item_id: str, action: str, user: str | None) -> None:
+        self._emit(Control(item_id, action, user))
 
     async def join(self, item_id: str, member: Sender) -> None:
         self._room(item_id).members[member.client_id] = member

@@ -31,6 +31,8 @@ import orjson
 from api.hub.backends import redis_scripts
 from api.hub.backends.base import (
     BackendUnavailable,
+    Control,
+    Event,
     EventSink,
     Message,
     Presence,
@@ -198,6 +200,13 @@ class RedisBackend:
         head = orjson.dumps([sender.user, sender.client_id])
         try:
             await self._redis.publish(self._channel(item_id), b"b" + head + b"\n" + payload)
+        except REDIS_ERRORS as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def control(self, item_id: str, action: str, user: str | None) -> None:
+        payload = b"c" + orjson.dumps([action, user])
+        try:
+            await self._redis.publish(self._channel(item_id), payload)
         except REDIS_ERRORS as exc:
             raise BackendUnavailable(str(exc)) from exc
 
@@ -385,6 +394,9 @@ class RedisBackend:
             head_raw, _, raw = body.partition(b"\n")
             user, cid = orjson.loads(head_raw)
             self._emit(Relay(item_id, Sender(user, cid), raw))
+        elif kind == b"c":
+            action, user = orjson.loads(body)
+            self._emit(Control(item_id, action, user))
 
     async def _fill_gap(self, item_id: str, room: _Room, before: int) -> None:
         """Deliver from history the messages between the last delivered and ``before``."""
@@ -409,7 +421,7 @@ class RedisBackend:
             return
         self._emit(Presence(item_id, event, member))
 
-    def _emit(self, event: Message | Presence | Relay) -> None:
+    def _emit(self, event: Event) -> None:
         if self._sink is not None:
             self._sink(event)
 

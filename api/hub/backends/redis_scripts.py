@@ -5,6 +5,7 @@ Pub/sub payloads start with one byte naming the event:
     j<[user, client_id]>        presence join
     l<[user, client_id]>        presence leave
     b<[user, client_id]>\n<raw bytes>   binary relay
+    c<[action, user or null]>   kick a user's connections, or close the room
 History entries (one Redis Stream per room, entry id ``<seq>-0``) hold
 ``h`` = [seq, ts, user, client_id] and ``d`` = the data JSON.
 """
