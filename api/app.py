@@ -11,8 +11,9 @@ from api.dev_secret import warn_development
 from api.hub.backends import make_backend
 from api.hub.hub import Hub
 from api.log_redaction import install_redaction
+from api.metrics import Metrics
 from api.rejections import install_rejection_handlers
-from api.routes import demo, health, rooms
+from api.routes import demo, health, items, rooms
 from api.routes.demo import STATIC_DIR
 from api.settings import Settings, get_settings
 from auth.jwks import JwksCache
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        hub = Hub(make_backend(settings))
+        hub = Hub(make_backend(settings), Metrics())
         await hub.start()
         app.state.hub = hub
         app.state.connection_limits = ConnectionLimits(
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verifier = make_verifier(settings)
     install_rejection_handlers(app)
     app.include_router(rooms.router)
+    app.include_router(items.router)
     app.include_router(health.router)
     app.include_router(demo.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

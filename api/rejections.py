@@ -29,6 +29,9 @@ _REASON_BY_PARAMETER = {"item_id": Reason.INVALID_ITEM_ID, "since": Reason.INVAL
 async def close_with(websocket: WebSocket, code: int, reason: str) -> None:
     if len(reason.encode()) > MAX_REASON_BYTES or not reason.isascii():
         reason = Reason.INTERNAL_ERROR
+    hub = getattr(websocket.app.state, "hub", None)
+    if hub is not None:
+        hub.metrics.rejections.labels(reason).inc()
     if websocket.client_state == WebSocketState.CONNECTING:
         await websocket.accept(subprotocol=accepted_subprotocol(websocket))
     await websocket.close(code=code, reason=reason)

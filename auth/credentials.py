@@ -20,6 +20,10 @@ from auth.tokens import Claims, TokenError, TokenVerifier
 SUBPROTOCOL = "itemrooms.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 ITEM_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ItemId = Annotated[
+    str,
+    Path(pattern=ITEM_ID_PATTERN, description="The item's room: 1 to 128 of A-Z a-z 0-9 . _ : -"),
+]
 
 
 def accepted_subprotocol(websocket: WebSocket) -> str | None:
@@ -103,7 +107,7 @@ def get_verifier(websocket: WebSocket) -> TokenVerifier:
 
 
 def room_claims(
-    item_id: Annotated[str, Path(pattern=ITEM_ID_PATTERN)],
+    item_id: ItemId,
     origin: Annotated[str | None, Depends(checked_origin)],
     credential: Annotated[Credential, Depends(bearer_credential)],
     verifier: Annotated[TokenVerifier, Depends(get_verifier)],

@@ -8,6 +8,7 @@ a socket write: replies go on the member's queue like everything else.
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 
@@ -45,6 +46,7 @@ from auth.tokens import Claims, TokenError, TokenVerifier
 log = logging.getLogger("itemrooms.rooms")
 
 PONG_MESSAGE = text_message(PONG)
+SAMPLE_EVERY = 16
 CLOSE_WAIT_S = 2.0
 NOT_ALLOWED = "token lacks items:write for this item"
 UNAVAILABLE = "not published: the service is briefly unavailable; retry"
@@ -65,8 +67,15 @@ class Connection:
         self.verifier: TokenVerifier = state.verifier
         self.limits: ConnectionLimits = state.connection_limits
         sender = Sender(user=claims.sub, client_id=new_client_id())
+        # One member in SAMPLE_EVERY reports fan-out latency: cheap, and enough for a histogram.
+        sampled = random.random() < 1 / SAMPLE_EVERY
         self.member = Member(
-            sender, claims, can_publish(claims, item_id), websocket.send, self.settings.send_queue
+            sender,
+            claims,
+            can_publish(claims, item_id),
+            websocket.send,
+            self.settings.send_queue,
+            observe=self.hub.metrics.fanout_seconds.observe if sampled else None,
         )
         self.bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
         self._expiry: asyncio.TimerHandle | None = None
@@ -74,18 +83,23 @@ class Connection:
     async def serve(self, since: int | None) -> None:
         await self.websocket.accept(subprotocol=accepted_subprotocol(self.websocket))
         user = self.member.sender.user
+        metrics = self.hub.metrics
         if not self.limits.acquire(user):
+            metrics.rejections.labels(TOO_MANY_CONNECTIONS.reason).inc()
             await self.websocket.close(TOO_MANY_CONNECTIONS.code, TOO_MANY_CONNECTIONS.reason)
             return
+        metrics.connections.inc()
         writer = asyncio.create_task(
             self.member.run_writer(), name=f"writer {self.member.client_id}"
         )
         try:
             await self.hub.join(self.item_id, self.member, since)
+            metrics.joins.inc()
             self._expire_at(self.member.claims.exp)
             await self._read()
         except Exception as exc:
             if isinstance(exc, BackendUnavailable):  # expected while Redis is away
+                metrics.backend_errors.inc()
                 log.warning("room %s: refused %s: %s", self.item_id, self.member.client_id, exc)
             else:
                 log.exception("room %s: connection %s failed", self.item_id, self.member.client_id)
@@ -94,6 +108,7 @@ class Connection:
             # must not keep this handler alive.
             await asyncio.wait({writer}, timeout=CLOSE_WAIT_S)
         finally:
+            metrics.connections.dec()
             self.limits.release(user)
             if self._expiry is not None:
                 self._expiry.cancel()
@@ -148,7 +163,9 @@ class Connection:
             if text is None:
                 if self._may_send(None):
                     try:
-                        await self.hub.relay(self.item_id, member, message.get("bytes") or b"")
+                        await self.hub.relay(
+                            self.item_id, member.sender, message.get("bytes") or b""
+                        )
                     except BackendUnavailable:
                         self._error("unavailable", UNAVAILABLE)
                 continue
@@ -160,10 +177,13 @@ class Connection:
             if isinstance(frame, Publish):
                 if self._may_send(frame.ref):
                     try:
-                        await self.hub.publish(self.item_id, member, frame.data, frame.ref)
+                        await self.hub.publish(self.item_id, member.sender, frame.data, frame.ref)
                     except BackendUnavailable:
                         # Never dropped silently: the sender learns it was not published.
+                        self.hub.metrics.backend_errors.inc()
                         self._error("unavailable", UNAVAILABLE, frame.ref)
+                    else:
+                        self.hub.metrics.published.labels("websocket").inc()
             elif isinstance(frame, Ping):
                 self._reply(PONG_MESSAGE)
             else:

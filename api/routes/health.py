@@ -1,7 +1,8 @@
-"""Liveness and readiness, for load balancers and orchestrators."""
+"""Liveness, readiness and metrics, for load balancers, orchestrators and Prometheus."""
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.hub.hub import Hub
 
@@ -22,3 +23,9 @@ async def readyz(request: Request) -> JSONResponse:
     hub: Hub = request.app.state.hub
     ready = await hub.backend.ready()
     return JSONResponse({"status": "ready" if ready else "not_ready"}, 200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics of this process", response_class=Response)
+async def metrics(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    return Response(hub.metrics.render(), media_type=CONTENT_TYPE_LATEST)

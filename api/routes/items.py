@@ -1,0 +1,183 @@
+"""The HTTP API for application backends: publish into a room, read its history and
+presence, and close connections when access is revoked or the item is deleted.
+
+A publish here takes the same path as one over a WebSocket (``Hub.publish``), so
+members see one order whichever way messages came in.
+"""
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from api.frames import MemberModel, MessageFrame, depth
+from api.hub.backends.base import BackendUnavailable, Message, Sender
+from api.hub.hub import Hub
+from api.settings import Settings
+from auth.credentials import ItemId
+from auth.http_credentials import Admin, Reader, Writer
+
+router = APIRouter(prefix="/items/{item_id}", tags=["items"])
+
+HTTP_CLIENT_ID = "http"  # the sender's client_id of messages published over HTTP
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or bad bearer token (see WWW-Authenticate)"},
+    403: {"description": "Valid token without the scope or the item"},
+}
+
+
+class PublishRequest(BaseModel):
+    data: Any = Field(description="Any JSON value; delivered to members as the message's data")
+
+
+class PublishResponse(BaseModel):
+    item_id: str
+    seq: int = Field(description="The message's place in the room, as members will see it")
+
+
+class HistoryResponse(BaseModel):
+    item_id: str
+    seq: int = Field(description="The room's latest seq")
+    recovered: bool = Field(description="False when messages after `since` were already gone")
+    messages: list[MessageFrame]
+
+
+class PresenceResponse(BaseModel):
+    item_id: str
+    members: list[MemberModel]
+
+
+class KickRequest(BaseModel):
+    sub: str = Field(min_length=1, max_length=256, description="The user whose connections close")
+
+
+class ControlResponse(BaseModel):
+    item_id: str
+    action: str
+
+
+def hub_of(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+async def bounded_body(request: Request) -> None:
+    """413 above the message size limit, before the body is parsed."""
+    settings: Settings = request.app.state.settings
+    limit = settings.max_message_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body over {limit} bytes")
+    if len(await request.body()) > limit:
+        raise HTTPException(413, f"body over {limit} bytes")
+
+
+def unavailable() -> HTTPException:
+    return HTTPException(503, "backend unavailable; retry", headers={"Retry-After": "1"})
+
+
+def message_frame(message: Message) -> MessageFrame:
+    return MessageFrame(
+        type="message",
+        item_id=message.item_id,
+        seq=message.seq,
+        ts=message.ts,
+        sender=MemberModel(user=message.sender.user, client_id=message.sender.client_id),
+        data=orjson.loads(message.data),
+    )
+
+
+@router.post(
+    "/messages",
+    summary="Publish a message into the room (needs items:write)",
+    response_model=PublishResponse,
+    dependencies=[Depends(bounded_body)],
+    responses={**AUTH_ERRORS, 413: {"description": "Body over the message size limit"}},
+)
+async def publish(
+    item_id: ItemId, claims: Writer, request: Request, body: Annotated[PublishRequest, Body()]
+) -> PublishResponse:
+    settings: Settings = request.app.state.settings
+    if depth(body.data, settings.max_json_depth) > settings.max_json_depth:
+        raise HTTPException(422, f"data nests deeper than {settings.max_json_depth} levels")
+    hub = hub_of(request)
+    try:
+        seq = await hub.publish(
+            item_id, Sender(claims.sub, HTTP_CLIENT_ID), orjson.dumps(body.data), None
+        )
+    except BackendUnavailable as exc:
+        hub.metrics.backend_errors.inc()
+        raise unavailable() from exc
+    hub.metrics.published.labels("http").inc()
+    return PublishResponse(item_id=item_id, seq=seq)
+
+
+@router.get(
+    "/messages",
+    summary="Messages after `since`, oldest first (needs items:read)",
+    response_model=HistoryResponse,
+    responses=AUTH_ERRORS,
+)
+async def history(
+    item_id: ItemId,
+    claims: Reader,
+    request: Request,
+    since: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> HistoryResponse:
+    try:
+        snapshot = await hub_of(request).backend.snapshot(item_id, since)
+    except BackendUnavailable as exc:
+        raise unavailable() from exc
+    messages = [message_frame(m) for m in snapshot.messages[:limit]]
+    return HistoryResponse(
+        item_id=item_id, seq=snapshot.seq, recovered=snapshot.recovered, messages=messages
+    )
+
+
+@router.get(
+    "/presence",
+    summary="Who is in the room now, across all processes (needs items:read)",
+    response_model=PresenceResponse,
+    responses=AUTH_ERRORS,
+)
+async def presence(item_id: ItemId, claims: Reader, request: Request) -> PresenceResponse:
+    try:
+        snapshot = await hub_of(request).backend.snapshot(item_id, None)
+    except BackendUnavailable as exc:
+        raise unavailable() from exc
+    members = [MemberModel(user=m.user, client_id=m.client_id) for m in snapshot.members]
+    return PresenceResponse(item_id=item_id, members=members)
+
+
+@router.post(
+    "/kick",
+    summary="Close one user's connections to the room on every process (needs items:admin)",
+    status_code=202,
+    response_model=ControlResponse,
+    responses=AUTH_ERRORS,
+)
+async def kick(
+    item_id: ItemId, claims: Admin, request: Request, body: KickRequest
+) -> ControlResponse:
+    try:
+        await hub_of(request).control(item_id, "kick", body.sub)
+    except BackendUnavailable as exc:
+        raise unavailable() from exc
+    return ControlResponse(item_id=item_id, action="kick")
+
+
+@router.post(
+    "/close",
+    summary="Close the room for every member, e.g. the item was deleted (needs items:admin)",
+    status_code=202,
+    response_model=ControlResponse,
+    responses=AUTH_ERRORS,
+)
+async def close(item_id: ItemId, claims: Admin, request: Request) -> ControlResponse:
+    try:
+        await hub_of(request).control(item_id, "close", None)
+    except BackendUnavailable as exc:
+        raise unavailable() from exc
+    return ControlResponse(item_id=item_id, action="close")

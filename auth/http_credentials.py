@@ -1,0 +1,55 @@
+"""Bearer tokens on the HTTP API, for application backends (RFC 6750 errors).
+
+Only the ``Authorization`` header counts here: a backend service has no reason to
+put a token in a URL or a cookie. A missing or bad token is 401 with a
+``WWW-Authenticate: Bearer`` challenge; a valid token without the scope or the
+item is 403.
+"""
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from auth.credentials import ItemId
+from auth.permissions import item_allowed
+from auth.tokens import Claims, TokenError, TokenVerifier
+
+
+def challenge(error: str, description: str) -> HTTPException:
+    value = f'Bearer error="{error}", error_description="{description}"'
+    return HTTPException(401, description, headers={"WWW-Authenticate": value})
+
+
+def http_claims(request: Request, authorization: Annotated[str | None, Header()] = None) -> Claims:
+    if authorization is None:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise challenge("invalid_request", "use Authorization: Bearer <token>")
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        return verifier.verify(token.strip())
+    except TokenError as exc:
+        raise challenge("invalid_token", str(exc.reason)) from exc
+
+
+def scoped(scope: str) -> Callable[..., Claims]:
+    """A dependency: the claims of a token with ``scope`` for the path's item."""
+
+    def dependency(
+        item_id: ItemId,
+        claims: Annotated[Claims, Depends(http_claims)],
+    ) -> Claims:
+        if scope not in claims.scope:
+            raise HTTPException(403, f"token lacks {scope}")
+        if not item_allowed(claims, item_id):
+            raise HTTPException(403, "token does not cover this item")
+        return claims
+
+    return dependency
+
+
+Reader = Annotated[Claims, Depends(scoped("items:read"))]
+Writer = Annotated[Claims, Depends(scoped("items:write"))]
+Admin = Annotated[Claims, Depends(scoped("items:admin"))]

@@ -1,0 +1,165 @@
+"""The HTTP API as an application backend uses it, against a real server, with
+WebSocket members watching the same rooms."""
+
+from collections.abc import Callable
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+
+from tests.conftest import Mint
+from tests.support.client import (
+    closed_with,
+    drain_until_closed,
+    join,
+    open_room,
+    recv_json,
+    recv_type,
+    send_json,
+)
+from tests.support.server import ServerProcess
+
+Starter = Callable[..., ServerProcess]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_a_backend_publishes_into_a_room_a_member_has_open(
+    server: ServerProcess, mint: Mint, item: str
+) -> None:
+    ws, _ = await join(server, item, mint("alice"))
+    async with ws, httpx.AsyncClient(base_url=server.http_url) as http:
+        await send_json(ws, {"type": "publish", "data": "from the socket", "ref": "w"})
+        assert (await recv_json(ws))["seq"] == 1
+        response = await http.post(
+            f"/items/{item}/messages", json={"data": {"price": 42}}, headers=bearer(mint("backend"))
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"item_id": item, "seq": 2}
+        frame = await recv_json(ws)
+        assert frame["seq"] == 2 and frame["data"] == {"price": 42}
+        assert frame["sender"] == {"user": "backend", "client_id": "http"} and "ref" not in frame
+
+
+async def test_http_errors(server: ServerProcess, mint: Mint, item: str) -> None:
+    url = f"/items/{item}/messages"
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        missing = await http.post(url, json={"data": 1})
+        assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith(
+            "Bearer"
+        )
+        bad = await http.post(url, json={"data": 1}, headers=bearer("not.a.token"))
+        assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
+        basic = await http.post(url, json={"data": 1}, headers={"Authorization": "Basic eA=="})
+        assert basic.status_code == 401
+        expired = await http.post(url, json={"data": 1}, headers=bearer(mint(ttl_s=-600)))
+        assert expired.status_code == 401
+        read_only = await http.post(
+            url, json={"data": 1}, headers=bearer(mint(scope=["items:read"]))
+        )
+        assert read_only.status_code == 403
+        elsewhere = await http.post(url, json={"data": 1}, headers=bearer(mint(items=["other-*"])))
+        assert elsewhere.status_code == 403
+        for body in (b"{}", b"not json", b"[1]"):
+            response = await http.post(
+                url, content=body, headers={**bearer(mint()), "Content-Type": "application/json"}
+            )
+            assert response.status_code == 422, body
+        too_big = await http.post(url, json={"data": "x" * 70_000}, headers=bearer(mint()))
+        assert too_big.status_code == 413
+        deep: object = 1
+        for _ in range(40):
+            deep = [deep]
+        assert (
+            await http.post(url, json={"data": deep}, headers=bearer(mint()))
+        ).status_code == 422
+        bad_id = await http.post("/items/a$b/messages", json={"data": 1}, headers=bearer(mint()))
+        assert bad_id.status_code == 422
+        # Nothing above was published.
+        history = await http.get(url, headers=bearer(mint()))
+        assert history.json()["seq"] == 0
+
+
+async def test_history(server: ServerProcess, mint: Mint, item: str) -> None:
+    async with httpx.AsyncClient(base_url=server.http_url, headers=bearer(mint())) as http:
+        for i in range(5):
+            await http.post(f"/items/{item}/messages", json={"data": i})
+        everything = (await http.get(f"/items/{item}/messages")).json()
+        assert everything["seq"] == 5 and everything["recovered"] is True
+        assert [m["data"] for m in everything["messages"]] == [0, 1, 2, 3, 4]
+        assert everything["messages"][0]["type"] == "message"
+        page = (await http.get(f"/items/{item}/messages", params={"since": 2, "limit": 2})).json()
+        assert [m["seq"] for m in page["messages"]] == [3, 4]
+        assert (await http.get(f"/items/{item}/messages", params={"since": -1})).status_code == 422
+
+
+async def test_presence_kick_and_close(server: ServerProcess, mint: Mint, item: str) -> None:
+    alice, wa = await join(server, item, mint("alice"))
+    alice_again, _ = await join(server, item, mint("alice"))
+    bob, wb = await join(server, item, mint("bob"))
+    admin = bearer(mint("admin", scope=["items:read", "items:admin"]))
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        members = (await http.get(f"/items/{item}/presence", headers=admin)).json()["members"]
+        assert sorted(m["user"] for m in members) == ["alice", "alice", "bob"]
+        not_admin = await http.post(
+            f"/items/{item}/kick", json={"sub": "alice"}, headers=bearer(mint())
+        )
+        assert not_admin.status_code == 403
+        kicked = await http.post(f"/items/{item}/kick", json={"sub": "alice"}, headers=admin)
+        assert kicked.status_code == 202
+        for ws in (alice, alice_again):
+            _, code_reason = await drain(ws)
+            assert code_reason == (1008, "forbidden")
+        left = {(await recv_type(bob, "presence"))["user"] for _ in range(2)}
+        assert left == {"alice"}
+        again = await http.post(f"/items/{item}/kick", json={"sub": "alice"}, headers=admin)
+        assert again.status_code == 202  # idempotent
+        closed = await http.post(f"/items/{item}/close", headers=admin)
+        assert closed.status_code == 202
+        _, code_reason = await drain(bob)
+        assert code_reason == (1008, "item_closed")
+        assert (await http.post(f"/items/{item}/close", headers=admin)).status_code == 202
+        assert (await http.get(f"/items/{item}/presence", headers=admin)).json()["members"] == []
+    assert wa["user"] == "alice" and wb["user"] == "bob"
+
+
+async def drain(ws: ClientConnection) -> tuple[list[object], tuple[int, str]]:
+    """The frames still in flight, then the close code and reason."""
+    frames, code, reason = await drain_until_closed(ws)
+    return list(frames), (code, reason)
+
+
+async def test_kick_and_presence_across_processes(
+    start_redis_server: Starter, mint: Mint, item: str
+) -> None:
+    one, two = start_redis_server(), start_redis_server()
+    target, _ = await join(two, item, mint("target"))
+    watcher, _ = await join(one, item, mint("watcher"))
+    admin = bearer(mint("admin", scope=["items:read", "items:admin"]))
+    async with httpx.AsyncClient(base_url=one.http_url) as http:
+        members = (await http.get(f"/items/{item}/presence", headers=admin)).json()["members"]
+        assert sorted(m["user"] for m in members) == ["target", "watcher"]
+        assert (
+            await http.post(f"/items/{item}/kick", json={"sub": "target"}, headers=admin)
+        ).status_code == 202
+    _, code_reason = await drain(target)
+    assert code_reason == (1008, "forbidden")
+    async with watcher:
+        assert (await recv_type(watcher, "presence"))["event"] == "leave"
+
+
+async def test_metrics_count_what_happened(server: ServerProcess, mint: Mint, item: str) -> None:
+    ws, _ = await join(server, item, mint())
+    async with ws, httpx.AsyncClient(base_url=server.http_url) as http:
+        await http.post(f"/items/{item}/messages", json={"data": 1}, headers=bearer(mint()))
+        await recv_type(ws, "message")
+        bad = await open_room(server, item, "bad.token.here")
+        await closed_with(bad)
+        text = (await http.get("/metrics")).text
+    assert 'itemrooms_messages_published_total{via="http"}' in text
+    assert 'itemrooms_rejections_total{reason="invalid_token"}' in text
+    assert "itemrooms_connections " in text and "itemrooms_joins_total" in text
+    assert (
+        "itemrooms_messages_delivered_total" in text and "itemrooms_fanout_seconds_bucket" in text
+    )
