@@ -103,7 +103,7 @@ async def test_a_join_during_a_publish_storm_sees_every_later_message_once() -> 
 
     async def storm() -> None:
         for i in range(200):
-            await hub.publish("r", publisher.member, str(i).encode(), None)
+            await hub.publish("r", publisher.member.sender, str(i).encode(), None)
 
     joiners = [Client(hub, f"j{i}") for i in range(10)]
     since_values = [None, 0, None, 5, None, 0, None, 50, None, 0]
@@ -149,7 +149,7 @@ async def test_a_full_queue_closes_the_member_and_tells_the_others() -> None:
     await hub.join("r", fast.member, None)
     await hub.join("r", slow.member, None)
     for i in range(10):
-        await hub.publish("r", fast.member, str(i).encode(), None)
+        await hub.publish("r", fast.member.sender, str(i).encode(), None)
     await fast.settle()
     assert slow.member.close_with == SLOW_CONSUMER
     seqs = [f["seq"] for f in fast.socket.frames if f["type"] == "message"]
@@ -170,7 +170,7 @@ async def test_the_last_leave_unsubscribes_and_a_racing_join_still_gets_events()
     await hub.join("r", a.member, None)
     # b joins while a leaves: whichever order they interleave in, b must end up subscribed.
     await asyncio.gather(hub.leave("r", a.member), hub.join("r", b.member, None))
-    await hub.publish("r", b.member, b"1", "mine")
+    await hub.publish("r", b.member.sender, b"1", "mine")
     await b.settle()
     assert [f.get("ref") for f in b.socket.frames if f["type"] == "message"] == ["mine"]
     await hub.leave("r", b.member)
@@ -195,7 +195,7 @@ async def test_a_message_is_encoded_once_per_room_not_once_per_member(
     clients = [Client(hub, f"u{i}") for i in range(50)]
     for client in clients:
         await hub.join("r", client.member, None)
-    await hub.publish("r", clients[0].member, b"1", "ref")
+    await hub.publish("r", clients[0].member.sender, b"1", "ref")
     assert calls == [1]
     for client in clients:
         await client.settle()
@@ -213,7 +213,7 @@ async def test_a_burst_beyond_the_queue_limit_evicts_nobody_who_keeps_reading() 
     for client in clients:
         await hub.join("r", client.member, None)
     for i in range(50):
-        await hub.publish("r", clients[0].member, str(i).encode(), None)
+        await hub.publish("r", clients[0].member.sender, str(i).encode(), None)
     for client in clients:
         await client.settle()
         assert client.member.close_with is None
@@ -231,7 +231,7 @@ async def test_even_a_burst_has_a_hard_cap() -> None:
     await hub.join("r", a.member, None)
     await hub.join("r", b.member, None)
     for _ in range(10 * BURST_CAP_FACTOR + 5):
-        await hub.publish("r", a.member, b"0", None)
+        await hub.publish("r", a.member.sender, b"0", None)
     assert a.member.close_with == SLOW_CONSUMER and b.member.close_with == SLOW_CONSUMER
     for client in (a, b):
         await client.stop()
@@ -246,7 +246,7 @@ async def test_a_resuming_client_that_does_not_read_holds_no_copy_of_history(
     writer = Client(hub, "w")
     await hub.join("r", writer.member, None)
     for i in range(200):
-        await hub.publish("r", writer.member, str(i).encode(), None)
+        await hub.publish("r", writer.member.sender, str(i).encode(), None)
     encoded: list[int] = []
     real = hub_module.encode_message
     monkeypatch.setattr(hub_module, "encode_message", lambda m: encoded.append(m.seq) or real(m))
@@ -283,7 +283,7 @@ async def test_events_during_a_join_are_held_back_and_delivered_once() -> None:
 
     async def publish_during_join() -> None:
         for i in range(10):
-            await hub.publish("r", publisher.member, str(i).encode(), None)
+            await hub.publish("r", publisher.member.sender, str(i).encode(), None)
             await asyncio.sleep(0)
 
     await asyncio.gather(hub.join("r", joiner.member, None), publish_during_join())
@@ -320,7 +320,7 @@ async def test_a_join_that_waits_for_the_last_leave_subscribes_anew() -> None:
     backend.release.set()
     await asyncio.wait_for(asyncio.gather(leaving, joining), 5)
     assert "r" in backend._subscribed
-    await hub.publish("r", b.member, b"1", "mine")
+    await hub.publish("r", b.member.sender, b"1", "mine")
     await b.socket.until(lambda fs: any(f.get("ref") == "mine" for f in fs))
     backend.release.set()
     await hub.leave("r", b.member)
@@ -354,7 +354,7 @@ async def test_closing_a_member_drops_what_was_queued() -> None:
     await hub.join("r", fast.member, None)
     await hub.join("r", slow.member, None)
     for i in range(10):
-        await hub.publish("r", fast.member, str(i).encode(), None)
+        await hub.publish("r", fast.member.sender, str(i).encode(), None)
     assert slow.member.close_with == SLOW_CONSUMER
     assert list(slow.member._queue) == [
         {"type": "websocket.close", "code": 1013, "reason": "slow_consumer"}

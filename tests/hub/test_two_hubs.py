@@ -45,7 +45,10 @@ async def test_fan_out_and_one_seq_order_across_hubs(make_hub: HubFactory) -> No
 
     async def publish_from(hub: Hub, client: Client, tag: str) -> None:
         await asyncio.gather(
-            *(hub.publish("r", client.member, f'"{tag}{i}"'.encode(), None) for i in range(100))
+            *(
+                hub.publish("r", client.member.sender, f'"{tag}{i}"'.encode(), None)
+                for i in range(100)
+            )
         )
 
     await asyncio.gather(publish_from(hub_a, a, "a"), publish_from(hub_b, b, "b"))
@@ -106,7 +109,7 @@ async def test_a_hub_that_lost_its_subscription_catches_up_from_history(
     a, b = Client(hub_a, "a"), Client(hub_b, "b")
     await hub_a.join("r", a.member, None)
     await hub_b.join("r", b.member, None)
-    await hub_a.publish("r", a.member, b"1", None)
+    await hub_a.publish("r", a.member.sender, b"1", None)
     await b.socket.until(lambda fs: any(f.get("seq") == 1 for f in fs))
     backend_b = hub_b.backend
     assert isinstance(backend_b, RedisBackend)
@@ -121,13 +124,13 @@ async def test_a_hub_that_lost_its_subscription_catches_up_from_history(
     await admin.aclose()
     assert killed == 1
     # While hub B hears nothing: two messages and a newcomer on hub A.
-    await hub_a.publish("r", a.member, b"2", None)
-    await hub_a.publish("r", a.member, b"3", None)
+    await hub_a.publish("r", a.member.sender, b"2", None)
+    await hub_a.publish("r", a.member.sender, b"3", None)
     c = Client(hub_a, "c")
     await hub_a.join("r", c.member, None)
     backend_b._tasks[0] = asyncio.get_running_loop().create_task(backend_b._listen())
     await b.socket.until(lambda fs: any(f.get("client_id") == "c_c" for f in fs))
-    await hub_a.publish("r", a.member, b"4", None)
+    await hub_a.publish("r", a.member.sender, b"4", None)
     await b.socket.until(lambda fs: any(f.get("seq") == 4 for f in fs))
     seqs = [f["seq"] for f in b.socket.frames if f["type"] == "message"]
     assert seqs == [1, 2, 3, 4]
