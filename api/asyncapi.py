@@ -55,7 +55,6 @@ ERROR_CODES: dict[str, str] = {
     "rate_limited": "over the publish rate: not published; slow down (keeping on closes "
     "the connection with 1008 `rate_limited`)",
     "invalid_refresh": "the `refresh` token does not expire later than the current one",
-    "not_supported": "a well-formed request this server does not support",
     "unavailable": "the backend is briefly unreachable: the message was **not** published; retry",
 }
 

@@ -11,28 +11,50 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from api.hub.backends.base import Message, Presence, Sender, Snapshot
 
 MAX_REF_LENGTH = 128
+
+ErrorCode = Literal[
+    "invalid_json",
+    "invalid_frame",
+    "unknown_type",
+    "too_deep",
+    "not_allowed",
+    "rate_limited",
+    "invalid_refresh",
+    "unavailable",
+]
 
 
 # --- client to server -------------------------------------------------------
 
 
 class PublishFrame(BaseModel):
+    """Publish ``data`` to every member of the room (needs ``items:write``)."""
+
     type: Literal["publish"]
-    data: Any
-    ref: str | None = Field(None, max_length=MAX_REF_LENGTH)
+    data: Any = Field(description="Any JSON value, delivered as the message's data")
+    ref: str | SkipJsonSchema[None] = Field(
+        None,
+        max_length=MAX_REF_LENGTH,
+        description="Echoed in the sender's own copy of the message: the acknowledgement",
+    )
 
 
 class PingFrame(BaseModel):
+    """Answered by a ``pong``; an application-level keepalive."""
+
     type: Literal["ping"]
 
 
 class RefreshFrame(BaseModel):
+    """A newer token for the same user, before the current one expires."""
+
     type: Literal["refresh"]
-    token: str
+    token: str = Field(min_length=1, description="A JWT for the same sub, expiring later")
 
 
 ClientFrame = Annotated[PublishFrame | PingFrame | RefreshFrame, Field(discriminator="type")]
@@ -42,31 +64,41 @@ ClientFrame = Annotated[PublishFrame | PingFrame | RefreshFrame, Field(discrimin
 
 
 class MemberModel(BaseModel):
-    user: str
-    client_id: str
+    user: str = Field(description="The token's sub")
+    client_id: str = Field(description="This connection's id, unique per connection")
 
 
 class WelcomeFrame(BaseModel):
+    """The first frame of every connection."""
+
     type: Literal["welcome"]
     item_id: str
-    client_id: str
-    user: str
-    members: list[MemberModel]
-    seq: int
-    recovered: bool
+    client_id: str = Field(description="This connection's id")
+    user: str = Field(description="This connection's user (the token's sub)")
+    members: list[MemberModel] = Field(description="The other members, on every process")
+    seq: int = Field(ge=0, description="The room's latest seq; 0 for a room without messages")
+    recovered: bool = Field(
+        description="With since: false when messages after it were already gone from history"
+    )
 
 
 class MessageFrame(BaseModel):
+    """A message, to every member including its sender."""
+
     type: Literal["message"]
     item_id: str
-    seq: int
-    ts: int = Field(description="milliseconds since the Unix epoch, set by the server")
+    seq: int = Field(ge=1, description="Grows by one per message in the room; never repeats")
+    ts: int = Field(description="Milliseconds since the Unix epoch, set by the server")
     sender: MemberModel
-    data: Any
-    ref: str | None = Field(None, description="only in the sender's own copy")
+    data: Any = Field(description="What was published")
+    ref: str | SkipJsonSchema[None] = Field(
+        None, max_length=MAX_REF_LENGTH, description="Only in the sender's own copy"
+    )
 
 
 class PresenceFrame(BaseModel):
+    """Another member joined or left (nobody is told of its own join)."""
+
     type: Literal["presence"]
     item_id: str
     event: Literal["join", "leave"]
@@ -75,19 +107,25 @@ class PresenceFrame(BaseModel):
 
 
 class ErrorFrame(BaseModel):
+    """A client frame was refused; the connection stays open."""
+
     type: Literal["error"]
-    code: str
-    detail: str
-    ref: str | None = None
+    code: ErrorCode
+    detail: str = Field(description="For humans; switch on code, not on this")
+    ref: str | SkipJsonSchema[None] = Field(None, description="The refused frame's ref, if any")
 
 
 class PongFrame(BaseModel):
+    """The answer to a ``ping``."""
+
     type: Literal["pong"]
 
 
 class RefreshedFrame(BaseModel):
+    """A ``refresh`` was accepted."""
+
     type: Literal["refreshed"]
-    exp: int
+    exp: int = Field(ge=0, description="The new token's expiry, in Unix seconds")
 
 
 ServerFrame = Annotated[
