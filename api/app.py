@@ -13,7 +13,7 @@ from api.hub.hub import Hub
 from api.log_redaction import install_redaction
 from api.metrics import Metrics
 from api.rejections import install_rejection_handlers
-from api.routes import demo, health, items, rooms
+from api.routes import demo, health, items, protocol_docs, rooms
 from api.routes.demo import STATIC_DIR
 from api.settings import Settings, get_settings
 from auth.jwks import JwksCache
@@ -66,6 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="itemrooms",
         summary="An authenticated WebSocket room for every item of your application.",
+        description=(
+            "The HTTP API for application backends. Clients connect over WebSocket to "
+            "`/items/{item_id}/ws`: see **[the WebSocket protocol](/docs/websocket)** "
+            "(rendered) and [asyncapi.yaml](/asyncapi.yaml) (AsyncAPI 3.0)."
+        ),
         version="0.1.0",
         lifespan=lifespan,
     )
@@ -76,5 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(items.router)
     app.include_router(health.router)
     app.include_router(demo.router)
+    app.include_router(protocol_docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

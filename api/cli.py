@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="display name")
     p.set_defaults(run=token)
 
-    p = commands.add_parser("openapi", help="(re)write openapi/openapi.json")
+    p = commands.add_parser(
+        "openapi", help="(re)write openapi/openapi.json and openapi/asyncapi.yaml"
+    )
     p.add_argument("--out", default="openapi")
     p.set_defaults(run=openapi)
     return parser

@@ -163,3 +163,14 @@ async def test_metrics_count_what_happened(server: ServerProcess, mint: Mint, it
     assert (
         "itemrooms_messages_delivered_total" in text and "itemrooms_fanout_seconds_bucket" in text
     )
+
+
+async def test_the_interactive_docs_link_to_the_websocket_protocol(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        openapi = (await http.get("/openapi.json")).json()
+        assert "/docs/websocket" in openapi["info"]["description"]
+        page = await http.get("/docs/websocket")
+        assert page.status_code == 200 and "/items/{item_id}/ws" in page.text
+        assert "token_expired" in page.text and "welcome" in page.text
+        spec = await http.get("/asyncapi.yaml")
+        assert spec.status_code == 200 and spec.text.startswith("asyncapi: 3.0.0")
