@@ -117,6 +117,7 @@ async def publish(
     "/messages",
     summary="Messages after `since`, oldest first (needs items:read)",
     response_model=HistoryResponse,
+    response_model_exclude_unset=True,  # no "ref": history is nobody's acknowledgement
     responses=AUTH_ERRORS,
 )
 async def history(
