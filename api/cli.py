@@ -72,9 +72,6 @@ def serve(args: argparse.Namespace) -> int:
     from api.server import uvicorn_options
 
     settings = Settings()
-    problem = host_problem(args.host, args.port)
-    if problem:
-        return fail(problem)
     if args.workers > 1 and settings.backend == "memory":
         return fail(
             "--workers > 1 needs ITEMROOMS_BACKEND=redis: with the memory backend each "
@@ -84,6 +81,9 @@ def serve(args: argparse.Namespace) -> int:
         problem = redis_problem(settings.redis_url)
         if problem:
             return fail(problem)
+    problem = host_problem(args.host, args.port)
+    if problem:
+        return fail(problem)
     if settings.env == "development" and any(a.startswith("HS") for a in settings.jwt_algorithms):
         alice, bob = demo_links(settings, args.host, args.port)
         print(
