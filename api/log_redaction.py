@@ -36,12 +36,18 @@ def redact(text: str) -> str:
 
 class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            # uvicorn's access formatter unpacks these arguments: redact them in place
+            # (the request path is the one that can carry ?token=).
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            return True
         try:
             message = record.getMessage()
         except Exception:  # a malformed record: let logging report it as usual
             return True
-        record.msg = redact(message)
-        record.args = None
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
         return True
 
 

@@ -37,6 +37,17 @@ def test_ordinary_text_is_left_alone() -> None:
     assert redact(line) == line
 
 
+def test_access_log_arguments_stay_a_tuple() -> None:
+    """uvicorn's access formatter unpacks the arguments of its records."""
+    args = ("1.2.3.4:5", "GET", f"/healthz?token={JWT}", "1.1", 200)
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "f", 1, '%s - "%s %s HTTP/%s" %d', args, None
+    )
+    RedactSecrets().filter(record)
+    assert isinstance(record.args, tuple) and len(record.args) == 5
+    assert JWT not in record.getMessage()
+
+
 def test_filter_rewrites_message_and_arguments() -> None:
     record = logging.LogRecord(
         "uvicorn.error",
@@ -62,8 +73,12 @@ async def test_no_token_reaches_the_server_log_at_any_level(
         await ws.close()
     rejected = await open_room(server, item, token + "x")
     await closed_with(rejected)
+    # An HTTP request with a token in its query goes through uvicorn's access log.
+    assert server.get(f"/healthz?token={token}").status_code == 200
+    assert server.wait_for_output("/healthz?token=[redacted")
     assert server.wait_for_output(f"/items/{item}/ws?token=[redacted")
     server.stop()
     signature = token.rsplit(".", 1)[1]
     assert signature not in server.output
+    assert "Logging error" not in server.output
     assert token.split(".")[1] not in server.output  # nor the claims
