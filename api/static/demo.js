@@ -1,7 +1,13 @@
-// The demo page: one item's room. The token travels in the subprotocol list
-// (`itemrooms.v1, bearer.<jwt>`), which keeps it out of URLs and server logs.
+// The demo page: one item's room, through itemrooms.js (which keeps the token in the
+// subprotocol list, out of URLs and server logs, and reconnects, resumes and refreshes).
+//
+// The current room is `window.room` (try `room.publish({hello: "console"})`). Options in
+// `window.itemroomsDemo`, set before this script runs, are passed on to `connect()`:
+// the tests use it for a token source and shorter backoff.
+import { connect } from "./itemrooms.js";
+
 const $ = (id) => document.getElementById(id);
-const state = { ws: null, clientId: null, members: new Map() };
+let room = null;
 
 function show(text, kind = "message") {
   const li = document.createElement("li");
@@ -16,78 +22,89 @@ function setStatus(text, kind) {
   $("status").className = `status ${kind}`;
 }
 
-function renderMembers() {
-  const names = [...state.members.values()].map((m) => `${m.user} (${m.client_id})`);
+function renderMembers(members) {
+  if (room === null || room.state !== "open") {
+    $("members").textContent = "";
+    return;
+  }
+  const names = members.map((m) => `${m.user} (${m.client_id})`);
   $("members").textContent = names.length ? `Also here: ${names.join(", ")}` : "Nobody else is here.";
 }
 
-function setConnected(connected) {
-  $("connect").disabled = connected;
-  $("disconnect").disabled = !connected;
-  $("messageText").disabled = !connected;
-  $("send").disabled = !connected;
+function setControls(state) {
+  const idle = state === "closed";
+  $("connect").disabled = !idle;
+  $("disconnect").disabled = idle;
+  $("messageText").disabled = state !== "open";
+  $("send").disabled = state !== "open";
 }
 
-function onFrame(frame) {
-  switch (frame.type) {
-    case "welcome":
-      state.clientId = frame.client_id;
-      state.members = new Map(frame.members.map((m) => [m.client_id, m]));
-      setStatus(`connected to item ${frame.item_id} as ${frame.user} (${frame.client_id})`, "open");
-      renderMembers();
+const why = ({ code, reason }) => (reason ? `${code} ${reason}` : `${code}`);
+
+function onStatus(status) {
+  setControls(status.state);
+  switch (status.state) {
+    case "connecting":
+      setStatus("connecting…", "");
       break;
-    case "message": {
-      const li = show("", "message");
-      const seq = document.createElement("span");
-      seq.className = "seq";
-      seq.textContent = `#${frame.seq}`;
-      li.append(seq, `${frame.sender.user}: ${typeof frame.data === "string" ? frame.data : JSON.stringify(frame.data)}`);
+    case "open": {
+      const note = status.reset
+        ? " (the room lost its history)"
+        : status.recovered === false
+          ? " (some messages were missed)"
+          : "";
+      setStatus(`connected to item ${room.itemId} as ${room.user} (${room.clientId})${note}`, "open");
       break;
     }
-    case "presence":
-      if (frame.event === "join") state.members.set(frame.client_id, frame);
-      else state.members.delete(frame.client_id);
-      show(`${frame.user} (${frame.client_id}) ${frame.event === "join" ? "joined" : "left the chat"}`, "presence");
-      renderMembers();
+    case "reconnecting":
+      setStatus(
+        `reconnecting in ${(status.delayMs / 1000).toFixed(1)} s (attempt ${status.attempt}) after ${why(status)}`,
+        "reconnecting",
+      );
       break;
-    case "error":
-      show(`error ${frame.code}: ${frame.detail}`, "error");
+    case "closed":
+      setStatus(`closed: ${why(status)}`, "closed");
       break;
   }
+  renderMembers(room.members);
 }
 
-function connect(event) {
+function onMessage(frame) {
+  const li = show("", "message");
+  const seq = document.createElement("span");
+  seq.className = "seq";
+  seq.textContent = `#${frame.seq}`;
+  const text = typeof frame.data === "string" ? frame.data : JSON.stringify(frame.data);
+  li.append(seq, `${frame.sender.user}: ${text}`);
+}
+
+function start(event) {
   event.preventDefault();
   const itemId = $("itemId").value.trim();
-  const token = $("token").value.trim();
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const url = `${scheme}://${location.host}/items/${encodeURIComponent(itemId)}/ws`;
-  const protocols = token ? ["itemrooms.v1", `bearer.${token}`] : ["itemrooms.v1"];
-  const ws = new WebSocket(url, protocols);
-  state.ws = ws;
-  setStatus("connecting…", "");
-  setConnected(true);
-  ws.onmessage = (e) => {
-    if (typeof e.data === "string") onFrame(JSON.parse(e.data));
-    else show(`(binary frame, ${e.data.size} bytes)`, "system");
-  };
-  ws.onclose = (e) => {
-    const why = e.reason ? `${e.code} ${e.reason}` : `${e.code}`;
-    setStatus(`closed: ${why}`, "closed");
-    show(`connection closed: ${why}`, "system");
-    state.members.clear();
-    $("members").textContent = "";
-    setConnected(false);
-    if (state.ws === ws) state.ws = null;
-  };
+  const options = { itemId, token: () => $("token").value.trim(), ...window.itemroomsDemo };
+  room = connect(options);
+  window.room = room;
+  room.on("status", onStatus);
+  room.on("message", onMessage);
+  room.on("members", renderMembers);
+  room.on("presence", (p) =>
+    show(`${p.user} (${p.client_id}) ${p.event === "join" ? "joined" : "left the chat"}`, "presence"),
+  );
+  room.on("error", (err) => show(`error ${err.code}: ${err.detail}`, "error"));
+  room.on("close", (c) => {
+    if (c.reason !== "closed_by_client") {
+      show(`connection closed: ${why(c)}${c.willRetry ? "; reconnecting" : ""}`, "system");
+    }
+  });
+  room.on("binary", (bytes) => show(`(binary frame, ${bytes.byteLength} bytes)`, "system"));
 }
 
 function send(event) {
   event.preventDefault();
   const text = $("messageText").value;
-  if (!text || !state.ws) return;
-  state.ws.send(JSON.stringify({ type: "publish", data: text }));
+  if (!text || room === null) return;
   $("messageText").value = "";
+  room.publish(text).catch((err) => show(`not sent (${err.code}): ${text}`, "error"));
 }
 
 // `make run` prints links like /#item=demo&token=…: the fragment never reaches the server.
@@ -96,6 +113,6 @@ if (params.get("item")) $("itemId").value = params.get("item");
 if (params.get("token")) $("token").value = params.get("token");
 // Keep the token out of the address bar, the history and copied links.
 if (location.hash) history.replaceState(null, "", location.pathname + location.search);
-$("connectForm").addEventListener("submit", connect);
-$("disconnect").addEventListener("click", () => state.ws && state.ws.close(1000));
+$("connectForm").addEventListener("submit", start);
+$("disconnect").addEventListener("click", () => room && room.close());
 $("sendForm").addEventListener("submit", send);

@@ -2,8 +2,10 @@
 
 One browser per test module, a fresh context per test. Every page opened through
 ``open_page`` records console errors and uncaught exceptions; a test that leaves any
-behind fails at teardown. When a test fails, a screenshot of every page still open
-is saved under ``test-artifacts/`` at the repository root.
+behind fails at teardown, except those matching one of the test's
+``@pytest.mark.expected_console_errors(r"regex", ...)``. When a test fails, a
+screenshot of every page still open is saved under ``test-artifacts/`` at the
+repository root.
 
 Test modules here must run on the module's event loop, the one the browser lives on:
 
@@ -43,6 +45,14 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 10_000
 
 OpenPage = Callable[[str], Awaitable[Page]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "expected_console_errors(*patterns): page console errors matching any of these "
+        "regular expressions do not fail the test (e.g. refused reconnection attempts)",
+    )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -116,10 +126,15 @@ async def open_page(
     """``await open_page("/#item=…")``: a new page of the test's context, at that path of
     the session's server (or at a full URL, for another server)."""
     errors: list[str] = []
+    expected = [
+        re.compile(pattern)
+        for marker in request.node.iter_markers("expected_console_errors")
+        for pattern in marker.args
+    ]
 
     def on_console(msg: ConsoleMessage) -> None:
         url = msg.location.get("url", "")
-        if msg.type == "error":
+        if msg.type == "error" and not any(p.search(msg.text) for p in expected):
             errors.append(f"console error: {msg.text} ({url})")
 
     def on_pageerror(exc: Error) -> None:
