@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from api.connection_limits import ConnectionLimits
@@ -77,6 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = make_verifier(settings)
     install_rejection_handlers(app)
+    if settings.allowed_origins:
+        # Pages on the allowed origins may load /static/itemrooms.js as a module (a
+        # cross-origin module script needs CORS). No credentials: tokens are bearer.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET"]
+        )
     app.include_router(rooms.router)
     app.include_router(items.router)
     app.include_router(health.router)
