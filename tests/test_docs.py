@@ -20,3 +20,10 @@ def test_readme_opens_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     head = readme[: readme.index("## ")]
     assert "make run" in head and "make test" in head
+
+
+def test_readme_shows_the_tested_integration_example_verbatim() -> None:
+    """docs/testing-example is run by tests/client; the README must show exactly it."""
+    readme = (ROOT / "README.md").read_text()
+    for name in ("conftest.py", "test_example.py"):
+        assert (ROOT / "docs" / "testing-example" / name).read_text() in readme, name
