@@ -44,6 +44,26 @@ CHROMIUM_ARGS = [
 # use Playwright's 5 s default unless a test passes its own timeout.
 TIMEOUT_MS = 10_000
 
+# Installed before a page's own scripts: every WebSocket the page opens, the
+# subprotocols it asked for, and the text frames it received.
+RECORD_SOCKETS = """
+(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(url, protocols) {
+      super(url, protocols);
+      const asked = protocols === undefined ? null : [].concat(protocols);
+      const record = { url: String(url), protocols: asked, frames: [], socket: this };
+      this.addEventListener("message", (e) => {
+        if (typeof e.data === "string") record.frames.push(JSON.parse(e.data));
+      });
+      window.__sockets.push(record);
+    }
+  };
+})();
+"""
+
 OpenPage = Callable[[str], Awaitable[Page]]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import OpenPage
+from tests.browser.conftest import RECORD_SOCKETS, OpenPage
 from tests.conftest import Mint
 from tests.support.server import ServerProcess
 
@@ -55,21 +55,6 @@ async ([url, token]) => await new Promise((resolve, reject) => {
     else resolve({ protocol: ws.protocol, first, code: e.code });
   };
 })
-"""
-
-# Installed before the page's own scripts: records every WebSocket the page opens.
-RECORD_SOCKETS = """
-(() => {
-  const Native = window.WebSocket;
-  window.__sockets = [];
-  window.WebSocket = class extends Native {
-    constructor(url, protocols) {
-      super(url, protocols);
-      const asked = protocols === undefined ? null : [].concat(protocols);
-      window.__sockets.push({ url: String(url), protocols: asked, socket: this });
-    }
-  };
-})();
 """
 
 

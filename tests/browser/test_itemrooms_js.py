@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import OpenPage
+from tests.browser.conftest import RECORD_SOCKETS, OpenPage
 from tests.browser.test_demo_page import WAIT_MS, connect, demo_path
 from tests.conftest import Mint
 from tests.support.client import publish_many
@@ -37,24 +37,6 @@ async ([itemId, token, options]) => {
 }
 """
 
-# Installed before the page's scripts: every WebSocket the page opens, and the types of
-# the frames each one received.
-RECORD_SOCKETS = """
-(() => {
-  const Native = window.WebSocket;
-  window.__sockets = [];
-  window.WebSocket = class extends Native {
-    constructor(url, protocols) {
-      super(url, protocols);
-      const record = { url: String(url), frames: [], socket: this };
-      this.addEventListener("message", (e) => {
-        if (typeof e.data === "string") record.frames.push(JSON.parse(e.data));
-      });
-      window.__sockets.push(record);
-    }
-  };
-})();
-"""
 
 SOCKETS = """
 window.__sockets.map((s) => ({ url: s.url, readyState: s.socket.readyState, frames: s.frames }))
