@@ -28,17 +28,20 @@ browser:
 	}
 
 test: install browser
-	$(BIN)/ruff check api auth tests
+	$(BIN)/ruff check api auth tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check api auth tests
-	$(BIN)/ruff format --check api auth tests
+	$(BIN)/ruff check api auth tests bench
+	$(BIN)/ruff format --check api auth tests bench
 	$(BIN)/mypy
 
+# All benchmark scenarios (about 13 minutes; see bench/README.md). Never part of make test;
+# tests/test_bench_smoke.py runs their quick variants.
 bench: install
-	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m pip install --quiet --editable '.[dev,redis,bench]'
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

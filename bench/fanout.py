@@ -1,4 +1,4 @@
-"""Fan-out benchmark: one room, N members, itemrooms against the FastAPI tutorial.
+"""Fan-out benchmark: one room, N members, itemrooms against the plain and tutorial baselines.
 
     python -m bench.fanout            # 1,000 members, 3 interleaved runs each
     python -m bench.fanout --quick    # smoke run: 50 members, a few seconds
@@ -25,20 +25,23 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench.report import per_core_ratios, ratios, run_line, summarize, table
+from bench.plot import Bars, write_plot
+from bench.report import Summary, per_core_ratios, ratios, run_line, summarize, table
 from bench.run import Config, RunResult, run_once
-from bench.servers import ITEMROOMS, ITEMROOMS_REDIS2, SPECS, TUTORIAL
+from bench.servers import ITEMROOMS, ITEMROOMS_REDIS2, PLAIN, SPECS, TUTORIAL
 from bench.system import raise_nofile_limit
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-SERVERS = (ITEMROOMS, TUTORIAL)  # the default run
+SERVERS = (ITEMROOMS, PLAIN, TUTORIAL)  # the default run
+BASELINES = (PLAIN, TUTORIAL)  # itemrooms / each of these, when both are in the run
 SCENARIOS = {"fanout": SERVERS, "redis": (ITEMROOMS_REDIS2, ITEMROOMS)}
 PER_CORE_TARGET = 0.8  # the project's goal for itemrooms-redis2 / itemrooms per core
 
@@ -62,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenario",
         choices=tuple(SCENARIOS),
         default="fanout",
-        help="fanout: itemrooms vs tutorial (default); redis: itemrooms-redis2 vs itemrooms",
+        help="fanout: itemrooms vs plain and tutorial (default); "
+        "redis: itemrooms-redis2 vs itemrooms",
     )
     p.add_argument(
         "--servers",
@@ -74,6 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-cpu", type=int, default=1)
     p.add_argument("--no-pin", action="store_true", help="do not pin (a one-core machine)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (bench/results/...)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG next to the JSON")
     args = p.parse_args(argv)
     quick = args.quick
     args.runs = args.runs or (1 if quick else 3)
@@ -100,6 +105,8 @@ def pin_self(args: argparse.Namespace) -> None:
     if args.no_pin:
         return
     allowed = os.sched_getaffinity(0)
+    if allowed == {args.load_cpu} and args.server_cpu != args.load_cpu:
+        return  # pinned already (python -m bench runs every scenario in one process)
     if {args.server_cpu, args.load_cpu} - allowed or args.server_cpu == args.load_cpu:
         sys.exit(
             f"fanout: cannot pin to cores {args.server_cpu} and {args.load_cpu} "
@@ -181,6 +188,36 @@ def per_core_lines(ratio: dict[str, float], mine: str, base: str) -> list[str]:
     ]
 
 
+def baseline_ratios(by_name: dict[str, Summary]) -> dict[str, dict[str, float]]:
+    """itemrooms over each baseline measured in the same run."""
+    if ITEMROOMS not in by_name:
+        return {}
+    mine = by_name[ITEMROOMS]
+    return {base: ratios(mine, by_name[base]) for base in BASELINES if base in by_name}
+
+
+def ratio_lines(all_ratios: dict[str, dict[str, float]]) -> list[str]:
+    lines = [f"{'ratio':<20} {'deliveries/s':>12} {'srv µs/dlv':>10}   target"]
+    targets = {PLAIN: "dlv/s >= 1.0, µs/dlv <= 1.0", TUTORIAL: "dlv/s >= 1.5"}
+    for base, ratio in all_ratios.items():
+        lines.append(
+            f"{'itemrooms/' + base:<20} {ratio['deliveries_per_s']:>11.2f}x "
+            f"{ratio['server_us_per_delivery']:>9.2f}x   {targets.get(base, '')}"
+        )
+    lines.append("(deliveries/s above 1 = itemrooms faster; µs/dlv below 1 = itemrooms cheaper)")
+    return lines
+
+
+def plot_bars(results: dict[str, list[RunResult]]) -> list[Bars]:
+    def per_run(value: Callable[[RunResult], float]) -> dict[str, list[float]]:
+        return {name: [value(r) for r in runs if r.ok] for name, runs in results.items()}
+
+    return [
+        ("deliveries/s", per_run(lambda r: r.deliveries_per_s)),
+        ("server CPU µs per delivery", per_run(lambda r: r.server_us_per_delivery)),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pin_self(args)
@@ -223,17 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [summarize(name, runs, *cpu_names) for name, runs in results.items()]
     print()
     print(table(summaries, title))
-    ratio: dict[str, float] = {}
-    if len(summaries) == 2 and {s.server for s in summaries} == {ITEMROOMS, TUTORIAL}:
-        mine, base = sorted(summaries, key=lambda s: s.server != ITEMROOMS)
-        ratio = ratios(mine, base)
-        print(
-            f"\nitemrooms/tutorial: deliveries/s x{ratio['deliveries_per_s']:.2f}, "
-            f"server CPU per delivery x{ratio['server_us_per_delivery']:.2f} "
-            f"(below 1 = itemrooms spends less CPU per delivery)"
-        )
-    per_core: dict[str, float] = {}
     by_name = {s.server: s for s in summaries}
+    all_ratios = baseline_ratios(by_name)
+    if all_ratios:
+        print()
+        print("\n".join(ratio_lines(all_ratios)))
+    per_core: dict[str, float] = {}
     if ITEMROOMS_REDIS2 in by_name and ITEMROOMS in by_name:
         per_core = per_core_ratios(by_name[ITEMROOMS_REDIS2], by_name[ITEMROOMS])
         print()
@@ -249,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         "environment": env,
         "runs": [r.to_json() for runs in results.values() for r in runs],
         "summary": {s.server: asdict(s) for s in summaries},
-        "ratio_itemrooms_over_tutorial": ratio,
+        "ratio_itemrooms_over_tutorial": all_ratios.get(TUTORIAL, {}),
+        "ratio_itemrooms_over_plain": all_ratios.get(PLAIN, {}),
         "total_s": round(total, 1),
     }
     if uses_redis:
@@ -258,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         report[f"ratio_{ITEMROOMS_REDIS2}_over_{ITEMROOMS}_per_core"] = per_core
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{total:.0f}s in all; results: {out}; server logs: {logs}/")
+    plot = "" if args.no_plot else write_plot(out, bars=plot_bars(results))
+    print(f"\n{total:.0f}s in all; results: {out}; server logs: {logs}/{plot}")
     # Non-zero when a number above cannot be trusted or a member missed something.
     bad = any(s.failed or s.lost or s.evicted or s.redis_problems for s in summaries)
     return 1 if bad else 0

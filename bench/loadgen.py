@@ -21,6 +21,13 @@ Why it is built this way:
   servers queue its copy after everyone else's and the window roughly counts
   messages not yet sent to the whole room;
 - uvloop, as on the servers: the generator's CPU per frame is what limits it;
+- ``--rate R`` (the latency scenario): the publisher sends R messages a second
+  on a fixed schedule, whatever comes back (an open loop: a server that falls
+  behind shows it as latency, not as a slower publisher), each with its
+  ``CLOCK_MONOTONIC`` send time in nanoseconds as ``data.t``; every member
+  subtracts it from its own clock on receipt (one clock for every process on
+  the machine) and ``--latency-out`` gets the samples, float64 µs, except
+  those of messages sent in the first ``--warmup-s`` after ``go``;
 - ``--url`` may be given several times (one room served by several processes,
   e.g. two itemrooms processes sharing a Redis backend): member ``i`` connects
   to URL ``i mod n``, so the publisher (member 0) is on the first one, and the
@@ -28,6 +35,7 @@ Why it is built this way:
 """
 
 import argparse
+import array
 import asyncio
 import json
 import os
@@ -48,6 +56,7 @@ MESSAGE = b'{"type":"message"'
 PRESENCE = b'{"type":"presence"'
 JOIN = b'"event":"join"'
 SEQ = b'"seq":'
+SENT_AT = b'"t":'
 CONNECT_CONCURRENCY = 50
 CONNECT_TIMEOUT_S = 30.0
 IDLE_TIMEOUT_S = 10.0  # no delivery for this long: the rest is reported as lost
@@ -80,6 +89,9 @@ class State:
     done_event: asyncio.Event = field(default_factory=asyncio.Event)
     ack: asyncio.Future[None] | None = None
     publisher: Member | None = None
+    latencies: "array.array[float]" = field(default_factory=lambda: array.array("d"))
+    # Timed: messages sent before this (CLOCK_MONOTONIC ns) are warm-up, not recorded.
+    record_from_ns: int = 2**62
 
     def all_know_all(self) -> bool:
         need = self.total_members - 1 if self.presence else 0
@@ -90,10 +102,11 @@ def emit(event: str, **data: Any) -> None:
     print(json.dumps({"event": event, **data}), flush=True)
 
 
-async def read_member(state: State, m: Member) -> None:
-    """Count what one member receives until its connection ends."""
-    recv, monotonic = m.ws.recv, time.monotonic
+async def read_member(state: State, m: Member, timed: bool = False) -> None:
+    """Count what one member receives until its connection ends; ``timed``: and latencies."""
+    recv, monotonic, monotonic_ns = m.ws.recv, time.monotonic, time.monotonic_ns
     target = state.messages
+    record = state.latencies.append
     while True:
         try:
             raw = await recv(decode=False)
@@ -110,6 +123,11 @@ async def read_member(state: State, m: Member) -> None:
                 m.last_seq = seq
             else:
                 m.disorder += 1
+            if timed:
+                j = raw.find(SENT_AT) + 4
+                sent = int(raw[j : raw.find(b",", j)])
+                if sent >= state.record_from_ns:
+                    record((monotonic_ns() - sent) / 1000)
             m.count += 1
             state.delivered += 1
             state.last_delivery = m.last = monotonic()
@@ -126,7 +144,13 @@ async def read_member(state: State, m: Member) -> None:
 
 
 async def open_member(
-    state: State, index: int, urls: list[str], auth: str, secret: str, sem: asyncio.Semaphore
+    state: State,
+    index: int,
+    urls: list[str],
+    auth: str,
+    secret: str,
+    sem: asyncio.Semaphore,
+    timed: bool = False,
 ) -> Member:
     server = index % len(urls)
     url = urls[server]
@@ -150,7 +174,7 @@ async def open_member(
         raise RuntimeError(f"expected a welcome frame, got {str(welcome)[:200]}")
     m = Member(index, ws, known=len(welcome.get("members", ())), server=server)
     state.members.append(m)
-    asyncio.get_running_loop().create_task(read_member(state, m))
+    asyncio.get_running_loop().create_task(read_member(state, m, timed))
     return m
 
 
@@ -184,6 +208,30 @@ async def publish(state: State, window: int, data_bytes: int) -> float:
         try:
             await asyncio.wait_for(state.ack, IDLE_TIMEOUT_S)
         except TimeoutError:
+            break
+    return t0
+
+
+async def publish_at_rate(state: State, rate: float, data_bytes: int) -> float:
+    """Send ``messages`` publishes, message ``n`` at ``t0 + n / rate``; return ``t0``.
+
+    The data carries the send time (``t``, CLOCK_MONOTONIC ns) after ``n``, which
+    the members parse from the raw frame: ``{"n":"000001","t":…,"pad":"…"}``."""
+    pub = state.publisher
+    assert pub is not None
+    pad = "x" * max(0, data_bytes - len('{"n":"000000","t":0000000000000000,"pad":""}'))
+    monotonic, monotonic_ns = time.monotonic, time.monotonic_ns
+    t0 = monotonic()
+    for n in range(state.messages):
+        delay = t0 + n / rate - monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if pub.close is not None:
+            break
+        frame = f'{{"type":"publish","data":{{"n":"{n:06d}","t":{monotonic_ns()},"pad":"{pad}"}}}}'
+        try:
+            await pub.ws.send(frame)
+        except ConnectionClosed:
             break
     return t0
 
@@ -259,15 +307,17 @@ async def run(args: argparse.Namespace) -> None:
     # not yet sent to everyone.
     first = args.first + 1 if args.publisher else args.first
     indexes = range(first, args.first + args.count)
+    timed = args.rate > 0
     try:
-        opened = [open_member(state, i, args.url, args.auth, secret, sem) for i in indexes]
+        opened = [open_member(state, i, args.url, args.auth, secret, sem, timed) for i in indexes]
         await asyncio.wait_for(asyncio.gather(*opened), args.setup_timeout)
         emit("connected", members=len(state.members))
         if args.publisher:
             if await read_command() != "publisher":
                 return
             state.publisher = await asyncio.wait_for(
-                open_member(state, args.first, args.url, args.auth, secret, sem), args.setup_timeout
+                open_member(state, args.first, args.url, args.auth, secret, sem, timed),
+                args.setup_timeout,
             )
     except Exception as exc:  # report, then let the orchestrator stop us
         emit("error", stage="connect", detail=f"{type(exc).__name__}: {exc}"[:500])
@@ -281,10 +331,17 @@ async def run(args: argparse.Namespace) -> None:
     emit("ready", members=len(state.members))
     if await read_command() != "go":
         return
+    state.record_from_ns = time.monotonic_ns() + int(args.warmup_s * 1e9)
     if state.publisher is not None:
-        t0 = await publish(state, args.window, args.data_bytes)
+        if timed:
+            t0 = await publish_at_rate(state, args.rate, args.data_bytes)
+        else:
+            t0 = await publish(state, args.window, args.data_bytes)
         emit("published", t0=t0)
     await wait_done(state, args.deadline)
+    if args.latency_out:
+        with open(args.latency_out, "wb") as f:
+            state.latencies.tofile(f)
     emit("done", **summary(state, len(args.url)))
     await read_command()
     closing = asyncio.gather(*(m.ws.close() for m in state.members), return_exceptions=True)
@@ -306,6 +363,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, required=True)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--data-bytes", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=0.0, help="messages/s, open loop (timed)")
+    parser.add_argument("--warmup-s", type=float, default=0.0, help="timed: not recorded")
+    parser.add_argument("--latency-out", default="", help="file for the latencies (float64 µs)")
     parser.add_argument("--presence", action="store_true", help="wait for presence joins")
     parser.add_argument("--publisher", action="store_true")
     parser.add_argument("--setup-timeout", type=float, default=90.0)

@@ -16,6 +16,7 @@ Why the phases are what they are:
   and with the servers as "ours" on the server core.
 """
 
+import array
 import re
 import secrets
 import sys
@@ -57,6 +58,8 @@ class Config:
     setup_timeout_s: float
     deadline_s: float
     redis_server: str = "redis-server"  # binary for the Redis-backed servers
+    rate: float = 0.0  # > 0: the latency scenario (messages/s, open loop; see bench/loadgen.py)
+    warmup_s: float = 0.0  # latency: messages sent in the first seconds are not recorded
 
 
 @dataclass(slots=True)
@@ -98,12 +101,18 @@ class RunResult:
     redis_cpu_pct: float = 0.0
     redis_us_per_delivery: float = 0.0
     redis_log_problems: list[str] = field(default_factory=list)
+    # The latency scenario: percentiles (µs) of publish-to-delivery over every delivery,
+    # and the files with the samples (float64 µs), read again for the plot.
+    latency_us: dict[str, float] = field(default_factory=dict)
+    latency_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def loadgen_argv(cfg: Config, urls: list[str], auth: str, presence: bool, part: int) -> list[str]:
+def loadgen_argv(
+    cfg: Config, urls: list[str], auth: str, presence: bool, part: int, latency_out: Path | None
+) -> list[str]:
     share, extra = divmod(cfg.members, cfg.load_procs)
     first = part * share + min(part, extra)
     count = share + (1 if part < extra else 0)
@@ -116,6 +125,9 @@ def loadgen_argv(cfg: Config, urls: list[str], auth: str, presence: bool, part: 
     argv += ["--deadline", str(cfg.deadline_s)]
     if presence:
         argv.append("--presence")
+    if cfg.rate > 0 and latency_out is not None:
+        argv += ["--rate", str(cfg.rate), "--latency-out", str(latency_out)]
+        argv += ["--warmup-s", str(cfg.warmup_s)]
     if part == 0:
         argv.append("--publisher")
     return argv
@@ -222,6 +234,30 @@ def measure(
         result.other_busy_pct[f"cpu{core}"] = round(100 * max(busy - ours[core], 0) / total, 1)
         result.steal_pct[f"cpu{core}"] = round(100 * steal / total, 1)
     result.ok = result.delivered > 0
+    if cfg.rate > 0:
+        result.latency_us = percentiles(load_latencies(result.latency_files))
+
+
+def load_latencies(files: list[str]) -> list[float]:
+    """Every latency sample (µs) of a run's load generators, sorted."""
+    samples = array.array("d")
+    for name in files:
+        path = Path(name)
+        if path.is_file():
+            samples.frombytes(path.read_bytes())
+    return sorted(samples)
+
+
+def percentiles(ordered: list[float]) -> dict[str, float]:
+    """p50, p90, p99, p99.9 and max of sorted samples (nearest rank)."""
+    if not ordered:
+        return {}
+    n = len(ordered)
+    pick = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
+    result = {key: ordered[min(n - 1, int(q * n))] for key, q in pick.items()}
+    result["max"] = ordered[-1]
+    result["samples"] = float(n)
+    return {key: round(v, 1) for key, v in result.items()}
 
 
 def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) -> RunResult:
@@ -263,7 +299,12 @@ def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) 
         env = clean_env({"BENCH_JWT_SECRET": secret})
         urls = [ws_url(port) for port in ports]
         for part in range(cfg.load_procs):
-            argv = loadgen_argv(cfg, urls, spec.auth, spec.presence, part)
+            latency_out = None
+            if cfg.rate > 0 and logs is not None:
+                logs.mkdir(parents=True, exist_ok=True)
+                latency_out = logs / f"latency-{name}-run{index}-part{part}.f64"
+                result.latency_files.append(str(latency_out))
+            argv = loadgen_argv(cfg, urls, spec.auth, spec.presence, part, latency_out)
             loads.append(Child(f"loadgen{part}", argv, cpu=cfg.load_cpu, env=env, cwd=str(repo)))
         measure(result, cfg, servers, redis, loads, marks, started)
     except BenchError as exc:

@@ -2,7 +2,8 @@
 
 itemrooms through its own CLI (``itemrooms serve``), so the benchmark measures
 what ships: the same app factory, uvicorn options and logging. The tutorial
-baseline through uvicorn with those same options (bench/baselines/). Every run
+baseline through uvicorn with those same options, the plain ``websockets``
+server through its own ``serve()`` (both in bench/baselines/). Every run
 gets fresh processes: no room, history or allocator state carries over.
 
 ``itemrooms-redis2`` is one room served by two ``itemrooms serve`` processes
@@ -22,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.baselines.plain_websockets import READY as PLAIN_READY
 from bench.children import BenchError, Child, clean_env
 
 STARTED = "Uvicorn running on"
@@ -31,6 +33,7 @@ STOP_TIMEOUT_S = 15.0
 ROOM = "bench"
 ITEMROOMS = "itemrooms"
 TUTORIAL = "tutorial"
+PLAIN = "plain"  # the websockets library's own server and broadcast()
 ITEMROOMS_REDIS2 = "itemrooms-redis2"
 ITEMROOMS_REDIS1 = "itemrooms-redis1"  # diagnostic: the Redis backend, one process
 
@@ -47,6 +50,7 @@ class ServerSpec:
 SPECS = {
     ITEMROOMS: ServerSpec(ITEMROOMS, auth="header", presence=True),
     TUTORIAL: ServerSpec(TUTORIAL, auth="query", presence=False),
+    PLAIN: ServerSpec(PLAIN, auth="header", presence=False),
     ITEMROOMS_REDIS2: ServerSpec(
         ITEMROOMS_REDIS2, auth="header", presence=True, processes=2, redis=True
     ),
@@ -71,8 +75,9 @@ def start_server(
     redis_url: str | None = None,
     redis_prefix: str = "itemrooms:",
     label: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Child:
-    """Start ``name`` on ``port`` and wait until uvicorn listens.
+    """Start ``name`` on ``port`` and wait until it listens.
 
     For itemrooms, ``redis_url`` selects the Redis backend; the processes of one
     run must share ``redis_prefix`` (keys and channels), or they share no room."""
@@ -96,14 +101,21 @@ def start_server(
                 "ITEMROOMS_SEND_QUEUE": str(send_queue),
                 # One publisher sends as fast as the room absorbs: not a flood to limit.
                 "ITEMROOMS_RATE_LIMIT": "1000000000",
+                **(extra_env or {}),
             }
         )
+        ready = STARTED
+    elif name == PLAIN:
+        argv = [sys.executable, "-m", "bench.baselines.plain_websockets", "--port", str(port)]
+        env = clean_env({"BENCH_JWT_SECRET": secret})
+        ready = PLAIN_READY
     else:
         argv = [sys.executable, "-m", "bench.baselines.tutorial_manager", "--port", str(port)]
         env = clean_env({"BENCH_JWT_SECRET": secret})
+        ready = STARTED
     child = Child(label or name, argv, cpu=cpu, env=env, cwd=str(cwd))
     try:
-        child.wait_line(lambda line: STARTED in line, START_TIMEOUT_S, "'Uvicorn running on'")
+        child.wait_line(lambda line: ready in line, START_TIMEOUT_S, f"'{ready}'")
     except BaseException:
         child.stop(signal.SIGKILL, STOP_TIMEOUT_S)
         raise

@@ -1,4 +1,4 @@
-"""What the benchmark reads from Linux: CPU time per process and per core, fd limits.
+"""What the benchmark reads from Linux: CPU time and RSS per process, per-core CPU, fd limits.
 
 Why /proc and not psutil: it is not a dependency of the project, and the few
 numbers we need are two fields of ``/proc/<pid>/stat`` (whole-process user +
@@ -60,3 +60,15 @@ def core_times(cores: tuple[int, ...]) -> dict[int, CoreTimes]:
             busy = total - v[3] - v[4] - v[7]
             result[core] = CoreTimes(busy * TICK_S, v[7] * TICK_S, total * TICK_S)
     return result
+
+
+def process_rss_kib(pid: int) -> int | None:
+    """Resident set size of a process in KiB (``VmRSS``); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,79 @@
+"""Smoke runs of the benchmark's quick variants: they start, finish and write their JSON.
+
+Never timings: the machine is shared and these runs last a second or two. A
+quick run exits non-zero when a member missed a message, a server failed, or
+(the storm) a bad token was not refused as the protocol says; that, the JSON
+and the plot next to it (when matplotlib, the ``bench`` extra, is installed)
+are what is asserted. Each scenario is a subprocess with its own bounded
+timeout; the four together take about 45 s on a two-core machine.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+# The benchmark pins servers to core 0 and load to core 1; with fewer cores it cannot.
+PIN = [] if {0, 1} <= os.sched_getaffinity(0) else ["--no-pin"]
+PLOTS = importlib.util.find_spec("matplotlib") is not None
+
+
+def run_quick(module: str, out: Path, *extra: str, timeout: float = 45.0) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--quick", "--out", str(out), *PIN, *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, output
+    assert out.is_file(), output
+    if PLOTS:
+        assert out.with_suffix(".png").is_file(), output
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+@pytest.mark.timeout(60)
+def test_fanout_quick(tmp_path: Path) -> None:
+    report = run_quick("bench.fanout", tmp_path / "fanout.json")
+    assert set(report["summary"]) == {"itemrooms", "plain", "tutorial"}
+    assert set(report["ratio_itemrooms_over_plain"]) == {
+        "deliveries_per_s",
+        "server_us_per_delivery",
+    }
+
+
+@pytest.mark.timeout(60)
+def test_latency_quick(tmp_path: Path) -> None:
+    # A fixed rate: the calibration run is the fan-out's, tested above.
+    report = run_quick("bench.latency", tmp_path / "latency.json", "--rate", "200")
+    for name in ("itemrooms", "plain", "tutorial"):
+        assert report["summary"][name]["p99"] > 0
+    assert set(report["ratios_itemrooms_over"]) == {"plain", "tutorial"}
+
+
+@pytest.mark.timeout(60)
+def test_memory_quick(tmp_path: Path) -> None:
+    report = run_quick(
+        "bench.memory", tmp_path / "memory.json", "--connections", "200", "--load-procs", "2"
+    )
+    assert all(run["open_connections"] == 200 for run in report["runs"])
+    assert report["problems"] == []
+
+
+@pytest.mark.timeout(60)
+def test_storm_quick_refuses_every_bad_token(tmp_path: Path) -> None:
+    report = run_quick("bench.storm", tmp_path / "storm.json", "--connections", "200")
+    itemrooms = [run for run in report["runs"] if run["server"] == "itemrooms"]
+    assert itemrooms and all(run["bad"] == {"close 1008 invalid_token": 20} for run in itemrooms)
+    assert report["problems"] == []
