@@ -28,7 +28,3 @@ class ConnectionLimits:
         self._by_user[user] -= 1
         if self._by_user[user] <= 0:
             del self._by_user[user]
-
-    @property
-    def open(self) -> int:
-        return self._total

@@ -7,7 +7,6 @@ the room through the hub, and read until it ends (api/routes/connection.py);
 its writer task sends what the hub queues for it.
 """
 
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket
@@ -15,8 +14,6 @@ from fastapi import APIRouter, Query, WebSocket
 from api.close_codes import Reason
 from api.routes.connection import Connection
 from auth.credentials import RoomClaims, reject
-
-log = logging.getLogger("itemrooms.rooms")
 
 router = APIRouter()
 
