@@ -223,13 +223,13 @@ class Hub:
             frame = with_ref(frame, event.ref)
         member.push(text_message(frame), force=True)
 
-    def evict(self, item_id: str, member: Member, close: Close) -> None:
+    def evict(self, item_id: str, member: Member, close: Close, drop_queued: bool = True) -> None:
         """Close a member's connection and take it out of the room now, from sync code."""
         if member.close_with is not None:
             return
         log.info("closing %s in %s: %s", member.client_id, item_id, close.reason)
         self.metrics.closes.labels(str(close.reason)).inc()
-        member.close(close)
+        member.close(close, drop_queued)
         task = asyncio.get_running_loop().create_task(self.leave(item_id, member))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -109,11 +109,12 @@ class Member:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def close(self, close: Close) -> None:
-        """Drop what is queued and send a close frame next; idempotent."""
+    def close(self, close: Close, drop_queued: bool = True) -> None:
+        """Send a close frame next (after what is queued, unless ``drop_queued``); idempotent."""
         if self.close_with is not None:
             return
-        self._queue.clear()
+        if drop_queued:
+            self._queue.clear()
         self._queue.append({"type": "websocket.close", "code": close.code, "reason": close.reason})
         self.close_with = close
         self._wake()

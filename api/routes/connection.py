@@ -126,8 +126,8 @@ class Connection:
         delay = max(0.0, exp + self.settings.jwt_leeway_s - time.time())
         self._expiry = loop.call_at(loop.time() + delay, self._close, TOKEN_EXPIRED)
 
-    def _close(self, close: Close) -> None:
-        self.hub.evict(self.item_id, self.member, close)
+    def _close(self, close: Close, drop_queued: bool = True) -> None:
+        self.hub.evict(self.item_id, self.member, close, drop_queued)
 
     def _reply(self, message: AsgiMessage) -> None:
         if not self.member.push(message):
@@ -143,7 +143,8 @@ class Connection:
             return False
         if not self.bucket.allow():
             if self.bucket.exhausted:
-                self._close(RATE_LIMITED)
+                # The error frames that warned the client still go out before the close.
+                self._close(RATE_LIMITED, drop_queued=False)
             else:
                 self._error("rate_limited", SLOW_DOWN, ref)
             return False
