@@ -9,7 +9,13 @@ uvicorn (0.35 to 0.5x) leaves three gaps that a client can see on the wire:
   and a shutdown closes with 1012 and no reason.
 This subclass answers refused handshakes (414/431) and closes, closes handshakes
 that take longer than ``HANDSHAKE_TIMEOUT_S``, and speaks PROTOCOL.md's close codes:
-1009 ``message_too_big`` and 1001 ``going_away``. Everything else is uvicorn's.
+1009 ``message_too_big`` and 1001 ``going_away``.
+
+It also offers the app a faster way out (the ``itemrooms.direct_socket`` scope
+extension, api/hub/member.py's ``DirectSocket``): complete frames, encoded once
+per room, written to the transport without an ASGI message, a task switch or
+the websockets library framing them again for every member. Everything else,
+the close handshake included, is uvicorn's.
 """
 
 import asyncio
@@ -22,6 +28,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from api.close_codes import GOING_AWAY, MESSAGE_TOO_BIG
+from api.hub.member import DIRECT_SOCKET
 
 HANDSHAKE_TIMEOUT_S = 10.0
 
@@ -57,6 +64,26 @@ class RoomsWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         super().handle_connect(event)
+        if self.handshake_initiated and not self.close_sent:
+            # The ASGI task is created but has not run yet: it sees the extension.
+            self.scope["extensions"][DIRECT_SOCKET] = {"socket": self}
+
+    # --- DirectSocket (api/hub/member.py) ---
+
+    def direct_writable(self) -> bool:
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and self.writable.is_set()
+            and not self.transport.is_closing()
+        )
+
+    def direct_write(self, data: bytes) -> None:
+        if self.handshake_complete and not self.close_sent and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def direct_drained(self) -> None:
+        await self.writable.wait()  # also set when the connection is lost
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -28,7 +28,9 @@ from api.hub.backends.base import (
     Sender,
     Snapshot,
 )
-from api.hub.member import ACCEPTED_AT, AsgiMessage, Member, bytes_message, text_message
+from api.hub.flush import FlushBatch
+from api.hub.member import Member
+from api.hub.outgoing import Outgoing
 from api.metrics import Metrics
 
 log = logging.getLogger("itemrooms.hub")
@@ -51,6 +53,8 @@ class Hub:
         self.metrics = metrics or Metrics()
         self._rooms: dict[str, _Room] = {}  # item_id -> room with local members
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Members' direct writes of one loop turn, written together (api/hub/flush.py).
+        self.flush_batch = FlushBatch()
 
     async def start(self) -> None:
         await self.backend.start(self._on_event)
@@ -79,11 +83,11 @@ class Hub:
             raise
         # The welcome, the replay and what was held back are bounded by the history
         # size and the join's duration, so they bypass the send queue's limit.
-        member.push(text_message(encode_welcome(item_id, member.sender, snapshot)), force=True)
+        member.push(Outgoing(encode_welcome(item_id, member.sender, snapshot)), force=True)
         if snapshot.messages:
             # Encoded by the writer as it sends, one at a time: a resuming client that
             # does not read holds no copy of the history.
-            member.push_stream(text_message(encode_message(m)) for m in snapshot.messages)
+            member.push_stream(Outgoing(encode_message(m)) for m in snapshot.messages)
         self._release_held(member, snapshot, held)
         del room.joining[member.client_id]
         room.members[member.client_id] = member
@@ -121,12 +125,12 @@ class Hub:
                     continue
                 if event.event == "join" and cid not in known:
                     known.add(cid)
-                    member.push(text_message(encode_presence(event)), force=True)
+                    member.push(Outgoing(encode_presence(event)), force=True)
                 elif event.event == "leave" and cid in known:
                     known.discard(cid)
-                    member.push(text_message(encode_presence(event)), force=True)
+                    member.push(Outgoing(encode_presence(event)), force=True)
             elif isinstance(event, Relay) and event.sender.client_id != member.client_id:
-                member.push(bytes_message(event.payload), force=True)
+                member.push(Outgoing(data=event.payload), force=True)
 
     async def leave(self, item_id: str, member: Member) -> None:
         """Remove ``member`` (idempotent) and tell the others."""
@@ -177,15 +181,14 @@ class Hub:
         dropped = 0
         if isinstance(event, Message):
             frame = encode_message(event)
-            shared = text_message(frame)
-            shared[ACCEPTED_AT] = event.ts / 1000
+            shared = Outgoing(frame, accepted_at=event.ts / 1000)
             sender_id = event.sender.client_id
             for cid, member in room.members.items():
                 if member.close_with is not None:
                     dropped += 1
                     continue
                 if cid == sender_id and event.ref is not None:
-                    message = text_message(with_ref(frame, event.ref))
+                    message = Outgoing(with_ref(frame, event.ref))
                 else:
                     message = shared
                 if not member.push(message):
@@ -213,15 +216,15 @@ class Hub:
         await self.backend.control(item_id, action, user)
 
     @staticmethod
-    def _other_frame(event: Presence | Relay) -> AsgiMessage:
+    def _other_frame(event: Presence | Relay) -> Outgoing:
         if isinstance(event, Presence):
-            return text_message(encode_presence(event))
-        return bytes_message(event.payload)
+            return Outgoing(encode_presence(event))
+        return Outgoing(data=event.payload)
 
     def _deliver_message(self, member: Member, event: Message, frame: str) -> None:
         if event.sender.client_id == member.client_id and event.ref is not None:
             frame = with_ref(frame, event.ref)
-        member.push(text_message(frame), force=True)
+        member.push(Outgoing(frame), force=True)
 
     def evict(self, item_id: str, member: Member, close: Close, drop_queued: bool = True) -> None:
         """Close a member's connection and take it out of the room now, from sync code."""

@@ -1,47 +1,67 @@
-"""One connection's outbox: a bounded queue drained by the connection's own writer.
+"""One connection's outbox: frames go straight to the socket while it keeps up, and
+to a bounded queue, drained by a writer task, while it does not.
 
-Broadcast only appends to queues, so one client that stops reading can never
-hold up a room: its queue fills, and it is closed with 1013 ``slow_consumer``
-while the others go on. Queue items are ready-made ASGI messages, shared by
-every member that receives the same frame.
+Broadcast never awaits a socket. While the socket is writable and nothing is
+queued, a frame is handed to the connection's ``DirectSocket`` (the server's
+own transport, offered by api/ws_protocol.py) and written at the end of the
+loop turn with the member's other frames of that turn (api/hub/flush.py): no
+task switch, no ASGI message, no per-member framing. When the socket is
+backpressured (its client is not reading), frames wait in the queue, and a
+writer task, started only then, sends them as the socket drains. An idle
+connection therefore holds no task of its own.
 
-"Full" means ``limit`` frames queued *while the writer is stuck in a send*
-(the socket is backpressured: the client is not reading). A burst that arrives
-faster than the writer task gets scheduled (many publishes in one socket read,
-say) may queue past the limit without evicting anyone, up to a hard cap.
+A client that stops reading can never hold up a room: its queue fills and it
+is closed with 1013 ``slow_consumer`` while the others go on. "Full" means
+``limit`` frames queued *while the socket is backpressured*. A burst that
+arrives faster than the writer gets scheduled may queue past the limit without
+evicting anyone, up to a hard cap.
+
+Without a ``DirectSocket`` (another ASGI server, Starlette's TestClient) every
+frame goes through the queue and the ASGI ``send``.
 """
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from api.close_codes import Close
 from api.hub.backends.base import Sender
+from api.hub.flush import FlushBatch
+from api.hub.outgoing import Outgoing
 from auth.tokens import Claims
 
-AsgiMessage = dict[str, Any]
-AsgiSend = Callable[[AsgiMessage], Awaitable[None]]
-# A queue item: one message, or a stream of them (a replay) that the writer
-# encodes as it sends, and that counts as one item.
-QueueItem = AsgiMessage | Iterator[AsgiMessage]
+log = logging.getLogger("itemrooms.hub")
 
+# The ASGI scope extension under which api/ws_protocol.py offers a DirectSocket.
+DIRECT_SOCKET = "itemrooms.direct_socket"
 
-def text_message(text: str) -> AsgiMessage:
-    return {"type": "websocket.send", "text": text}
+AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
+# A queue item: one frame, frames already framed for the wire (a flush that found
+# the socket backpressured), a stream of frames (a replay) that the writer encodes
+# as it sends and that counts as one item, or the close that ends the queue.
+QueueItem = Outgoing | bytes | Iterator[Outgoing] | Close
 
-
-def bytes_message(payload: bytes) -> AsgiMessage:
-    return {"type": "websocket.send", "bytes": payload}
-
-
-# Key of the shared ASGI message holding when its message was accepted (epoch seconds);
-# ASGI servers ignore keys they do not know.
-ACCEPTED_AT = "itemrooms.accepted_at"
-
-# A queue never holds more than this many times its limit, stuck writer or not.
+# A queue never holds more than this many times its limit, backpressured or not.
 BURST_CAP_FACTOR = 8
+
+
+class DirectSocket(Protocol):
+    """The server side of one accepted WebSocket, written without the ASGI detour."""
+
+    def direct_writable(self) -> bool:
+        """Open, and not backpressured: a write now goes out without piling up."""
+        ...
+
+    def direct_write(self, data: bytes) -> None:
+        """Write complete frames; nothing happens if the connection is closing."""
+        ...
+
+    async def direct_drained(self) -> None:
+        """Until the socket is writable again, or closed."""
+        ...
 
 
 class Member:
@@ -49,13 +69,16 @@ class Member:
         "sender",
         "claims",
         "may_publish",
+        "close_with",
         "_send",
+        "_direct",
+        "_batch",
         "_limit",
         "_queue",
-        "_waiter",
+        "_pending",
+        "_writer",
         "_blocked",
         "_observe",
-        "close_with",
     )
 
     def __init__(
@@ -66,84 +89,151 @@ class Member:
         send: AsgiSend,
         limit: int,
         observe: Callable[[float], None] | None = None,
+        direct: DirectSocket | None = None,
+        batch: FlushBatch | None = None,
     ) -> None:
         self.sender = sender
         self.claims = claims
         self.may_publish = may_publish  # decided once, at join, from the claims
+        # Set once the connection is to be closed; nothing more is queued after it.
+        self.close_with: Close | None = None
         self._send = send
+        self._direct = direct if batch is not None else None
+        self._batch = batch
         self._limit = limit
         self._queue: deque[QueueItem] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        # True only while a send is suspended: a send to a writable socket completes
-        # without yielding, so push() can only observe this when the socket is full.
+        self._pending: list[bytes] = []  # frames for the end of this loop turn
+        self._writer: asyncio.Task[None] | None = None
+        # True only while the writer waits for the socket: push() then knows the
+        # client is not keeping up, rather than merely not yet scheduled.
         self._blocked = False
         # Sampled members report how long a message took from accepted to their socket.
         self._observe = observe
-        # Set once the connection is to be closed; nothing more is queued after it.
-        self.close_with: Close | None = None
 
     @property
     def client_id(self) -> str:
         return self.sender.client_id
 
-    def push(self, message: AsgiMessage, force: bool = False) -> bool:
-        """Queue a frame without waiting; False if the queue is full (a slow consumer)."""
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be written (for tests and shutdown)."""
+        return not self._queue and not self._pending and self._writer is None
+
+    def push(self, frame: Outgoing, force: bool = False) -> bool:
+        """Send a frame without waiting; False if the queue is full (a slow consumer)."""
         if self.close_with is not None:
+            return True
+        direct = self._direct
+        if (
+            direct is not None
+            and self._writer is None
+            and not self._queue
+            and direct.direct_writable()
+        ):
+            pending = self._pending
+            pending.append(frame.wire())
+            if len(pending) == 1:
+                self._batch.add(self)  # type: ignore[union-attr]  # set with direct
+            if self._observe is not None and frame.accepted_at:
+                self._observe(time.time() - frame.accepted_at)
             return True
         queued = len(self._queue)
         if queued >= self._limit and not force:
             if self._blocked or queued >= self._limit * BURST_CAP_FACTOR:
                 return False
-        self._queue.append(message)
-        self._wake()
+        self._enqueue(frame)
         return True
 
-    def push_stream(self, messages: Iterator[AsgiMessage]) -> None:
+    def push_stream(self, frames: Iterator[Outgoing]) -> None:
         """Queue a stream of frames (a replay), produced lazily by the writer."""
         if self.close_with is None:
-            self._queue.append(messages)
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            self._enqueue(frames)
 
     def close(self, close: Close, drop_queued: bool = True) -> None:
         """Send a close frame next (after what is queued, unless ``drop_queued``); idempotent."""
         if self.close_with is not None:
             return
+        self.close_with = close
         if drop_queued:
             self._queue.clear()
-        self._queue.append({"type": "websocket.close", "code": close.code, "reason": close.reason})
-        self.close_with = close
-        self._wake()
+            self._pending.clear()
+        self._enqueue(close)
 
-    async def _send_one(self, message: AsgiMessage) -> None:
-        self._blocked = True
-        await self._send(message)
-        self._blocked = False
-        if self._observe is not None and ACCEPTED_AT in message:
-            self._observe(time.time() - message[ACCEPTED_AT])
+    def flush(self) -> None:
+        """Write this loop turn's frames in one go (called by the FlushBatch)."""
+        pending = self._pending
+        if not pending:
+            return  # dropped by a close meanwhile
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        # Nothing is queued while frames are pending (_enqueue takes them first), and
+        # one turn's frames are written even if the socket filled up meanwhile.
+        self._direct.direct_write(data)  # type: ignore[union-attr]  # set with pending
 
-    async def run_writer(self) -> None:
-        """Send queued frames until a close is sent or the socket is gone."""
+    async def stop(self) -> None:
+        """Stop writing: the connection is over."""
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def closed(self, timeout: float) -> None:
+        """Wait, at most ``timeout``, until the queue (with its close) has been sent."""
+        writer = self._writer
+        if writer is not None:
+            await asyncio.wait({writer}, timeout=timeout)
+
+    def _enqueue(self, item: QueueItem) -> None:
+        if self._pending:
+            # Frames of this turn not yet written go before what is queued now.
+            self._queue.append(b"".join(self._pending))
+            self._pending.clear()
+        self._queue.append(item)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_queue(), name=f"writer {self.client_id}"
+            )
+
+    async def _write_queue(self) -> None:
+        """Send queued frames until the queue is empty, a close is sent, or the socket
+        is gone; then make way for direct writes again."""
         queue = self._queue
-        loop = asyncio.get_running_loop()
-        while True:
+        try:
             while queue:
                 item = queue.popleft()
-                if isinstance(item, dict):
+                if isinstance(item, Close):
+                    await self._send(
+                        {"type": "websocket.close", "code": item.code, "reason": item.reason}
+                    )
+                    return
+                if isinstance(item, Outgoing | bytes):
                     await self._send_one(item)
-                    if item["type"] == "websocket.close":
-                        return
                     continue
-                for message in item:
+                for frame in item:
                     if self.close_with is not None:
                         break  # the close waits behind it in the queue
-                    await self._send_one(message)
-            self._waiter = loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+                    await self._send_one(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the client is gone: its reader sees the disconnect
+            log.debug("writer %s stopped: %r", self.client_id, exc)
+            queue.clear()
+        finally:
+            self._writer = None
+            self._blocked = False
+
+    async def _send_one(self, frame: Outgoing | bytes) -> None:
+        direct = self._direct
+        if direct is None:
+            assert isinstance(frame, Outgoing)  # bytes come from direct writes only
+            self._blocked = True
+            await self._send(frame.asgi())
+            self._blocked = False
+        else:
+            if not direct.direct_writable():
+                self._blocked = True
+                await direct.direct_drained()
+                self._blocked = False
+            direct.direct_write(frame if isinstance(frame, bytes) else frame.wire())
+        if self._observe is not None and isinstance(frame, Outgoing) and frame.accepted_at:
+            self._observe(time.time() - frame.accepted_at)

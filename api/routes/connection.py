@@ -36,7 +36,8 @@ from api.frames import (
 )
 from api.hub.backends.base import BackendUnavailable, Sender
 from api.hub.hub import Hub
-from api.hub.member import AsgiMessage, Member, text_message
+from api.hub.member import DIRECT_SOCKET, Member
+from api.hub.outgoing import Outgoing
 from api.rate_limit import TokenBucket
 from api.settings import Settings
 from auth.credentials import accepted_subprotocol
@@ -45,7 +46,7 @@ from auth.tokens import Claims, TokenError, TokenVerifier
 
 log = logging.getLogger("itemrooms.rooms")
 
-PONG_MESSAGE = text_message(PONG)
+PONG_MESSAGE = Outgoing(PONG)
 SAMPLE_EVERY = 16
 CLOSE_WAIT_S = 2.0
 NOT_ALLOWED = "token lacks items:write for this item"
@@ -76,6 +77,8 @@ class Connection:
             websocket.send,
             self.settings.send_queue,
             observe=self.hub.metrics.fanout_seconds.observe if sampled else None,
+            direct=websocket.scope.get("extensions", {}).get(DIRECT_SOCKET, {}).get("socket"),
+            batch=self.hub.flush_batch,
         )
         self.bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
         self._expiry: asyncio.TimerHandle | None = None
@@ -89,9 +92,6 @@ class Connection:
             await self.websocket.close(TOO_MANY_CONNECTIONS.code, TOO_MANY_CONNECTIONS.reason)
             return
         metrics.connections.inc()
-        writer = asyncio.create_task(
-            self.member.run_writer(), name=f"writer {self.member.client_id}"
-        )
         try:
             await self.hub.join(self.item_id, self.member, since)
             metrics.joins.inc()
@@ -106,7 +106,7 @@ class Connection:
             self.member.close(INTERNAL_ERROR)
             # Give the writer a moment to deliver the close; a client that does not read
             # must not keep this handler alive.
-            await asyncio.wait({writer}, timeout=CLOSE_WAIT_S)
+            await self.member.closed(CLOSE_WAIT_S)
         finally:
             metrics.connections.dec()
             self.limits.release(user)
@@ -115,8 +115,7 @@ class Connection:
             try:
                 await self.hub.leave(self.item_id, self.member)
             finally:
-                writer.cancel()
-                await asyncio.gather(writer, return_exceptions=True)
+                await self.member.stop()
 
     def _expire_at(self, exp: int) -> None:
         """A token is only good until ``exp`` (plus the leeway), on a live connection too."""
@@ -129,12 +128,12 @@ class Connection:
     def _close(self, close: Close, drop_queued: bool = True) -> None:
         self.hub.evict(self.item_id, self.member, close, drop_queued)
 
-    def _reply(self, message: AsgiMessage) -> None:
+    def _reply(self, message: Outgoing) -> None:
         if not self.member.push(message):
             self._close(SLOW_CONSUMER)
 
     def _error(self, code: str, detail: str, ref: str | None = None) -> None:
-        self._reply(text_message(error_frame(code, detail, ref)))
+        self._reply(Outgoing(error_frame(code, detail, ref)))
 
     def _may_send(self, ref: str | None) -> bool:
         """Whether a publish or binary frame goes ahead; answers the client when not."""
@@ -211,4 +210,4 @@ class Connection:
         self.member.claims = claims
         self.member.may_publish = can_publish(claims, self.item_id)
         self._expire_at(claims.exp)
-        self._reply(text_message(encode({"type": "refreshed", "exp": claims.exp})))
+        self._reply(Outgoing(encode({"type": "refreshed", "exp": claims.exp})))

@@ -4,7 +4,8 @@ The dependencies decide who may connect (auth/credentials.py); a rejection
 raised there reaches the client as a close frame with code and reason, thanks
 to the handlers in api/rejections.py. Here a connection is accepted, joined to
 the room through the hub, and read until it ends (api/routes/connection.py);
-its writer task sends what the hub queues for it.
+what the hub sends it goes straight to its socket, or to its queue when the
+client falls behind (api/hub/member.py).
 """
 
 from typing import Annotated

@@ -77,17 +77,15 @@ class Client:
         self.socket = FakeSocket(stalled)
         claims = Claims(sub=user, exp=2**40, scope=frozenset({"items:read", "items:write"}))
         self.member = Member(Sender(user, f"c_{user}"), claims, True, self.socket.send, limit)
-        self.writer = asyncio.create_task(self.member.run_writer())
 
     async def settle(self) -> None:
         """Wait (bounded) until the writer has sent everything queued so far."""
         async with asyncio.timeout(5):
-            while self.member._queue or (self.member._waiter is None and not self.writer.done()):
+            while not self.member.idle:
                 await asyncio.sleep(0)  # a turn of the loop for the writer; not a timed wait
 
     async def stop(self) -> None:
-        self.writer.cancel()
-        await asyncio.gather(self.writer, return_exceptions=True)
+        await self.member.stop()
 
 
 async def make_hub() -> Hub:
@@ -356,9 +354,7 @@ async def test_closing_a_member_drops_what_was_queued() -> None:
     for i in range(10):
         await hub.publish("r", fast.member.sender, str(i).encode(), None)
     assert slow.member.close_with == SLOW_CONSUMER
-    assert list(slow.member._queue) == [
-        {"type": "websocket.close", "code": 1013, "reason": "slow_consumer"}
-    ]
+    assert list(slow.member._queue) == [SLOW_CONSUMER]
     for client in (fast, slow):
         await client.stop()
     await hub.stop()
