@@ -1,5 +1,10 @@
 """Where a WebSocket client's token comes from, as FastAPI dependencies.
 
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a
+worker thread, a round trip per dependency per handshake that cost more than
+the handshake itself. Nothing here blocks (a JWKS fetch goes to a thread in
+``TokenVerifier.verify_async``).
+
 PROTOCOL.md's order: ``Authorization`` header, ``bearer.<jwt>`` subprotocol,
 ``?token=`` query, ``session`` cookie. The first place that holds a credential
 decides: a credential that is present but bad is rejected, never skipped for
@@ -40,14 +45,14 @@ def reject(reason: Reason | str) -> NoReturn:
 # malformed, which bearer_credential rejects rather than skipping to the next place.
 
 
-def header_token(authorization: Annotated[str | None, Header()] = None) -> str | None:
+async def header_token(authorization: Annotated[str | None, Header()] = None) -> str | None:
     if authorization is None:
         return None
     scheme, _, token = authorization.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def subprotocol_token(websocket: WebSocket) -> str | None:
+async def subprotocol_token(websocket: WebSocket) -> str | None:
     for offered in websocket.scope.get("subprotocols", ()):
         if offered.startswith(BEARER_SUBPROTOCOL_PREFIX):
             token: str = offered[len(BEARER_SUBPROTOCOL_PREFIX) :]
@@ -55,11 +60,11 @@ def subprotocol_token(websocket: WebSocket) -> str | None:
     return None
 
 
-def query_token(token: Annotated[str | None, Query()] = None) -> str | None:
+async def query_token(token: Annotated[str | None, Query()] = None) -> str | None:
     return token
 
 
-def cookie_token(session: Annotated[str | None, Cookie()] = None) -> str | None:
+async def cookie_token(session: Annotated[str | None, Cookie()] = None) -> str | None:
     return session
 
 
@@ -69,7 +74,7 @@ class Credential:
     token: str
 
 
-def bearer_credential(
+async def bearer_credential(
     header: Annotated[str | None, Depends(header_token)],
     subprotocol: Annotated[str | None, Depends(subprotocol_token)],
     query: Annotated[str | None, Depends(query_token)],
@@ -90,7 +95,7 @@ def bearer_credential(
     reject(Reason.MISSING_TOKEN)
 
 
-def checked_origin(
+async def checked_origin(
     websocket: WebSocket, origin: Annotated[str | None, Header()] = None
 ) -> str | None:
     """The handshake's ``Origin`` if allowed, None if absent; anything else is refused."""
@@ -101,12 +106,12 @@ def checked_origin(
     return origin
 
 
-def get_verifier(websocket: WebSocket) -> TokenVerifier:
+async def get_verifier(websocket: WebSocket) -> TokenVerifier:
     verifier: TokenVerifier = websocket.app.state.verifier
     return verifier
 
 
-def room_claims(
+async def room_claims(
     item_id: ItemId,
     origin: Annotated[str | None, Depends(checked_origin)],
     credential: Annotated[Credential, Depends(bearer_credential)],
@@ -117,7 +122,7 @@ def room_claims(
         # Only a browser sends cookies by itself, and every browser sends an Origin.
         reject(Reason.ORIGIN_NOT_ALLOWED)
     try:
-        claims = verifier.verify(credential.token)
+        claims = await verifier.verify_async(credential.token)
     except TokenError as exc:
         reject(exc.reason)
     if not can_join(claims, item_id):

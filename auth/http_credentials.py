@@ -6,7 +6,7 @@ put a token in a URL or a cookie. A missing or bad token is 401 with a
 item is 403.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -21,7 +21,9 @@ def challenge(error: str, description: str) -> HTTPException:
     return HTTPException(401, description, headers={"WWW-Authenticate": value})
 
 
-def http_claims(request: Request, authorization: Annotated[str | None, Header()] = None) -> Claims:
+async def http_claims(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Claims:
     if authorization is None:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     scheme, _, token = authorization.strip().partition(" ")
@@ -29,15 +31,15 @@ def http_claims(request: Request, authorization: Annotated[str | None, Header()]
         raise challenge("invalid_request", "use Authorization: Bearer <token>")
     verifier: TokenVerifier = request.app.state.verifier
     try:
-        return verifier.verify(token.strip())
+        return await verifier.verify_async(token.strip())
     except TokenError as exc:
         raise challenge("invalid_token", str(exc.reason)) from exc
 
 
-def scoped(scope: str) -> Callable[..., Claims]:
+def scoped(scope: str) -> Callable[..., Awaitable[Claims]]:
     """A dependency: the claims of a token with ``scope`` for the path's item."""
 
-    def dependency(
+    async def dependency(
         item_id: ItemId,
         claims: Annotated[Claims, Depends(http_claims)],
     ) -> Claims:

@@ -9,6 +9,7 @@ not enforce itself (checked by tests/auth/test_tokens.py):
 - any token length is decoded: we cap it before decoding.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -115,6 +116,13 @@ class TokenVerifier:
         if key is None:
             raise TokenInvalid(f"no key for {alg}")
         return key
+
+    async def verify_async(self, token: str) -> Claims:
+        """``verify`` from async code: inline (microseconds of CPU) unless a JWKS may
+        have to be fetched over the network, which then runs in a thread."""
+        if self.jwks is None:
+            return self.verify(token)
+        return await asyncio.to_thread(self.verify, token)
 
     def verify(self, token: str, now: float | None = None) -> Claims:
         """Return the claims of a valid token or raise a TokenError."""

@@ -192,8 +192,7 @@ class Connection:
     async def _refresh(self, frame: Refresh) -> None:
         """A newer token for the same user: its permissions apply from now on."""
         try:
-            # In a thread: verifying may fetch signing keys (JWKS) over the network.
-            claims = await asyncio.to_thread(self.verifier.verify, frame.token)
+            claims = await self.verifier.verify_async(frame.token)
         except TokenError as exc:
             self._close(Close(1008, exc.reason))
             return
