@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(32, ge=1, le=512)
     # uvicorn's log level; "debug" and "trace" still never log credentials.
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    # One line per HTTP request and per WebSocket handshake (api/access_log.py).
+    access_log: bool = False
     # Protocol-level pings: a peer that does not answer within the timeout is dropped.
     ping_interval_s: float = Field(20.0, gt=0)
     ping_timeout_s: float = Field(20.0, gt=0)

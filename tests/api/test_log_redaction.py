@@ -66,7 +66,7 @@ def test_filter_rewrites_message_and_arguments() -> None:
 async def test_no_token_reaches_the_server_log_at_any_level(
     start_server: Callable[..., ServerProcess], mint: Mint, item: str, level: str
 ) -> None:
-    server = start_server(log_level=level)
+    server = start_server(log_level=level, access_log=True)
     token = mint("logged")
     for via in ("header", "subprotocol", "query", "cookie"):
         ws, _ = await join(server, item, token, via=via)  # type: ignore[arg-type]
@@ -82,3 +82,17 @@ async def test_no_token_reaches_the_server_log_at_any_level(
     assert signature not in server.output
     assert "Logging error" not in server.output
     assert token.split(".")[1] not in server.output  # nor the claims
+
+
+async def test_handshakes_are_not_logged_one_by_one_unless_asked(
+    start_server: Callable[..., ServerProcess], mint: Mint, item: str
+) -> None:
+    """ITEMROOMS_ACCESS_LOG is off by default: no line per WebSocket or HTTP request."""
+    server = start_server()
+    ws, _ = await join(server, item, mint("quiet"))
+    await ws.close()
+    assert server.get("/healthz").status_code == 200
+    server.stop()
+    assert "Uvicorn running on" in server.output  # the log itself is there
+    assert '"WebSocket /items/' not in server.output
+    assert "GET /healthz" not in server.output
