@@ -12,26 +12,28 @@
 """
 
 import copy
+import logging
 from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
 
+from api.access_log import CONNECTIONS_LOGGER
 from api.settings import Settings
 
 
-def log_config(access_log: bool = False) -> dict[str, Any]:
+def log_config(log_level: str = "info", access_log: bool = False) -> dict[str, Any]:
     """uvicorn's logging, plus our logger, with credentials redacted at every handler;
     per-connection lines only with ``access_log`` (api/access_log.py)."""
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {
-        "redact": {"()": "api.log_redaction.RedactSecrets"},
-        "connections": {"()": "api.access_log.DropConnectionLines"},
-    }
+    config["filters"] = {"redact": {"()": "api.log_redaction.RedactSecrets"}}
     for handler in config["handlers"].values():
         handler["filters"] = ["redact"]
-    if not access_log:
-        config["handlers"]["default"]["filters"].insert(0, "connections")
     config["loggers"]["itemrooms"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    # Below "itemrooms", so it shares its handler.
+    level = log_level.upper()  # uvicorn.config registered "TRACE"
+    if not access_log and logging.getLevelName(level) < logging.WARNING:
+        level = "WARNING"
+    config["loggers"][CONNECTIONS_LOGGER] = {"level": level}
     return config
 
 
@@ -51,7 +53,7 @@ def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) 
         "timeout_graceful_shutdown": settings.shutdown_timeout_s,
         "lifespan": "on",
         "proxy_headers": False,
-        "log_config": log_config(settings.access_log),
+        "log_config": log_config(settings.log_level, settings.access_log),
         "access_log": settings.access_log,
         "log_level": settings.log_level,
     }

@@ -27,6 +27,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from api.access_log import CONNECTIONS_LOGGER
 from api.close_codes import GOING_AWAY, MESSAGE_TOO_BIG
 from api.hub.member import DIRECT_SOCKET
 
@@ -45,10 +46,12 @@ class RoomsServerConnection(ServerProtocol):
 class RoomsWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Per-connection lines (and errors) on a logger of their own (api/access_log.py).
+        self.logger = logging.getLogger(CONNECTIONS_LOGGER)
         self.conn = RoomsServerConnection(
             extensions=self.conn.available_extensions,
             max_size=self.config.ws_max_size,
-            logger=logging.getLogger("uvicorn.error"),
+            logger=self.logger,
         )
         self._handshake_timer: asyncio.TimerHandle | None = None
 

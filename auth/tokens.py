@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jose import jwt
-from jose.exceptions import ExpiredSignatureError
+from jose import jwk, jwt
+from jose.backends.base import Key
+from jose.exceptions import ExpiredSignatureError, JOSEError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from api.close_codes import Reason
@@ -88,6 +89,9 @@ class TokenVerifier:
     leeway_s: int = 30
     max_token_bytes: int = 8192
     _options: Mapping[str, Any] = field(init=False, repr=False)
+    # jose Key objects built once: given a string, python-jose tries to parse it as
+    # JSON and builds a new key object on every decode.
+    _keys: Mapping[str, Key] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.hmac_secret is not None and not self.hmac_secret:
@@ -100,10 +104,21 @@ class TokenVerifier:
             "leeway": self.leeway_s,
         }
         object.__setattr__(self, "_options", options)
+        keys: dict[str, Key] = {}
+        for alg in self.algorithms:
+            material = self.hmac_secret if alg.startswith("HS") else self.public_key
+            if material is not None:
+                try:
+                    keys[alg] = jwk.construct(material, alg)
+                except JOSEError:
+                    pass  # refused at verify time, with the token's own error
+        object.__setattr__(self, "_keys", keys)
 
-    def _key_for(self, alg: str, header: Mapping[str, Any]) -> str | Jwk:
+    def _key_for(self, alg: str, header: Mapping[str, Any]) -> Key | str | Jwk:
         if alg not in self.algorithms:
             raise TokenInvalid(f"algorithm {alg!r} not accepted")
+        if alg in self._keys:
+            return self._keys[alg]
         if alg.startswith("HS"):
             key: str | Jwk | None = self.hmac_secret
         elif self.jwks is not None:

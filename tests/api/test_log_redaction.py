@@ -95,4 +95,5 @@ async def test_handshakes_are_not_logged_one_by_one_unless_asked(
     server.stop()
     assert "Uvicorn running on" in server.output  # the log itself is there
     assert '"WebSocket /items/' not in server.output
+    assert "connection open" not in server.output
     assert "GET /healthz" not in server.output
