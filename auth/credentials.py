@@ -1,7 +1,7 @@
 """Where a WebSocket client's token comes from, as FastAPI dependencies.
 
-They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a
-worker thread, a round trip per dependency per handshake that cost more than
+``room_claims`` is ``async def`` on purpose: FastAPI runs a plain ``def``
+dependency in a worker thread, a round trip per handshake that cost more than
 the handshake itself. Nothing here blocks (a JWKS fetch goes to a thread in
 ``TokenVerifier.verify_async``).
 
@@ -15,7 +15,7 @@ the other way round).
 from dataclasses import dataclass
 from typing import Annotated, NoReturn
 
-from fastapi import Cookie, Depends, Header, Path, Query, WebSocket, WebSocketException
+from fastapi import Depends, Path, WebSocket, WebSocketException
 
 from api.close_codes import POLICY_VIOLATION, Reason
 from auth.origins import origin_allowed
@@ -45,14 +45,15 @@ def reject(reason: Reason | str) -> NoReturn:
 # malformed, which bearer_credential rejects rather than skipping to the next place.
 
 
-async def header_token(authorization: Annotated[str | None, Header()] = None) -> str | None:
+def header_token(websocket: WebSocket) -> str | None:
+    authorization = websocket.headers.get("authorization")
     if authorization is None:
         return None
     scheme, _, token = authorization.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-async def subprotocol_token(websocket: WebSocket) -> str | None:
+def subprotocol_token(websocket: WebSocket) -> str | None:
     for offered in websocket.scope.get("subprotocols", ()):
         if offered.startswith(BEARER_SUBPROTOCOL_PREFIX):
             token: str = offered[len(BEARER_SUBPROTOCOL_PREFIX) :]
@@ -60,12 +61,20 @@ async def subprotocol_token(websocket: WebSocket) -> str | None:
     return None
 
 
-async def query_token(token: Annotated[str | None, Query()] = None) -> str | None:
-    return token
+def query_token(websocket: WebSocket) -> str | None:
+    return websocket.query_params.get("token")
 
 
-async def cookie_token(session: Annotated[str | None, Cookie()] = None) -> str | None:
-    return session
+def cookie_token(websocket: WebSocket) -> str | None:
+    return websocket.cookies.get("session")
+
+
+PLACES = (
+    ("header", header_token),
+    ("subprotocol", subprotocol_token),
+    ("query", query_token),
+    ("cookie", cookie_token),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,20 +83,11 @@ class Credential:
     token: str
 
 
-async def bearer_credential(
-    header: Annotated[str | None, Depends(header_token)],
-    subprotocol: Annotated[str | None, Depends(subprotocol_token)],
-    query: Annotated[str | None, Depends(query_token)],
-    cookie: Annotated[str | None, Depends(cookie_token)],
-) -> Credential:
-    """The first place that holds a credential decides, in PROTOCOL.md's order."""
-    places = (
-        ("header", header),
-        ("subprotocol", subprotocol),
-        ("query", query),
-        ("cookie", cookie),
-    )
-    for place, token in places:
+def bearer_credential(websocket: WebSocket) -> Credential:
+    """The first place that holds a credential decides, in PROTOCOL.md's order (later
+    places are not even looked at)."""
+    for place, read in PLACES:
+        token = read(websocket)
         if token is not None:
             if not token:
                 reject(Reason.INVALID_TOKEN)
@@ -95,10 +95,9 @@ async def bearer_credential(
     reject(Reason.MISSING_TOKEN)
 
 
-async def checked_origin(
-    websocket: WebSocket, origin: Annotated[str | None, Header()] = None
-) -> str | None:
+def checked_origin(websocket: WebSocket) -> str | None:
     """The handshake's ``Origin`` if allowed, None if absent; anything else is refused."""
+    origin = websocket.headers.get("origin")
     if origin is not None:
         allowed = websocket.app.state.settings.allowed_origins
         if not origin_allowed(origin, websocket, allowed):
@@ -106,21 +105,18 @@ async def checked_origin(
     return origin
 
 
-async def get_verifier(websocket: WebSocket) -> TokenVerifier:
-    verifier: TokenVerifier = websocket.app.state.verifier
-    return verifier
+async def room_claims(websocket: WebSocket, item_id: ItemId) -> Claims:
+    """The verified claims of a client allowed to join ``item_id``.
 
-
-async def room_claims(
-    item_id: ItemId,
-    origin: Annotated[str | None, Depends(checked_origin)],
-    credential: Annotated[Credential, Depends(bearer_credential)],
-    verifier: Annotated[TokenVerifier, Depends(get_verifier)],
-) -> Claims:
-    """The verified claims of a client allowed to join ``item_id``."""
+    One dependency, not one per credential place: FastAPI's dependency solving
+    costs about as much per dependency as the token check itself, and a room
+    server takes handshakes by the thousand when clients reconnect together."""
+    origin = checked_origin(websocket)
+    credential = bearer_credential(websocket)
     if credential.place == "cookie" and origin is None:
         # Only a browser sends cookies by itself, and every browser sends an Origin.
         reject(Reason.ORIGIN_NOT_ALLOWED)
+    verifier: TokenVerifier = websocket.app.state.verifier
     try:
         claims = await verifier.verify_async(credential.token)
     except TokenError as exc:
