@@ -6,20 +6,31 @@ lines: it prints ``connected``, ``ready``, ``published``, ``done`` (or
 only: join now), ``go`` and ``quit`` commands from stdin.
 
 Why it is built this way:
+- picows, not the ``websockets`` client: picows parses frames, unmasks and
+  buffers in compiled code and hands each frame to a plain callback
+  (``Member.on_ws_frame``) with no coroutine, future or queue per frame. The
+  ``websockets`` asyncio client cost 11-20 µs of CPU per received frame, as
+  much as a server spends per delivery, so at 1,000 members the generator,
+  not the server, was the bottleneck. bench/fanout.py measures this
+  generator's own ceiling against bench/baselines/blast.py (a server that
+  costs almost nothing per delivery) in every run and reports it;
 - receivers never parse JSON for ``message`` frames: one prefix test and one
-  integer slice for ``seq`` keep the generator's CPU per frame as small as
-  the websockets client allows (it stays about as costly per frame as the
-  servers, so bench/report.py says when the generator was the limit);
+  integer slice for ``seq`` are the whole per-frame work; everything else
+  (welcome, presence, errors, close) takes the slow path;
 - ``seq`` is checked per member, so a lost, duplicated or reordered message is
   counted, not just a short total;
 - the ``ready`` barrier waits until every member knows every other one (the
   welcome's member list plus ``presence`` joins): itemrooms' join traffic
-  (N²/2 presence frames for N members) is then over before the clock starts;
+  (N²/2 presence frames for N members) is then over before the clock starts.
+  Each member reports when its own count crosses the line, so the barrier is
+  an event, not a poll;
 - the publisher keeps at most ``window`` messages in flight, counted by its
-  own copies coming back, so the room runs as fast as it absorbs messages
-  without the generator queueing an unbounded backlog; it joins last, so both
-  servers queue its copy after everyone else's and the window roughly counts
-  messages not yet sent to the whole room;
+  own copies coming back: each copy it receives sends the next publish from
+  the same callback, so the room runs as fast as it absorbs messages without
+  the generator queueing an unbounded backlog. It joins last, so every server
+  queues its copy after everyone else's and the window roughly counts
+  messages not yet sent to the whole room. ``published`` (with ``t0``, the
+  time of the first send) is printed once the first window is out;
 - uvloop, as on the servers: the generator's CPU per frame is what limits it;
 - ``--rate R`` (the latency scenario): the publisher sends R messages a second
   on a fixed schedule, whatever comes back (an open loop: a server that falls
@@ -41,12 +52,11 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from time import monotonic, monotonic_ns
 from typing import Any
 
 import uvloop
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from auth.tokens import mint_token
 from bench.system import raise_nofile_limit
@@ -60,87 +70,224 @@ SENT_AT = b'"t":'
 CONNECT_CONCURRENCY = 50
 CONNECT_TIMEOUT_S = 30.0
 IDLE_TIMEOUT_S = 10.0  # no delivery for this long: the rest is reported as lost
+CLOSE_TIMEOUT_S = 10.0
+MAX_FRAME_BYTES = 2**22  # a welcome lists every member: 1,000 members are ~60 KB
+TEXT = WSMsgType.TEXT
+CLOSE = WSMsgType.CLOSE
+CONTINUATION = WSMsgType.CONTINUATION
 
 
-@dataclass(slots=True)
-class Member:
-    index: int
-    ws: ClientConnection
-    known: int = 0  # other members this one has been told about
-    count: int = 0  # message frames received
-    last_seq: int = 0
-    gaps: int = 0  # seqs skipped over (lost)
-    disorder: int = 0  # seqs at or below one already seen (duplicate or reordered)
-    other: int = 0  # frames that are neither message nor presence (error frames...)
-    close: tuple[int, str] | None = None  # close code and reason from the server
-    server: int = 0  # index of the URL this member connected to
-    last: float = 0.0  # when its last message frame arrived
-
-
-@dataclass
 class State:
-    total_members: int
-    messages: int
-    presence: bool
-    members: list[Member] = field(default_factory=list)
-    complete: int = 0
-    last_delivery: float = 0.0
-    delivered: int = 0
-    done_event: asyncio.Event = field(default_factory=asyncio.Event)
-    ack: asyncio.Future[None] | None = None
-    publisher: Member | None = None
-    latencies: "array.array[float]" = field(default_factory=lambda: array.array("d"))
-    # Timed: messages sent before this (CLOCK_MONOTONIC ns) are warm-up, not recorded.
-    record_from_ns: int = 2**62
+    """What the process's members share: totals, the barriers and the publisher's window."""
 
-    def all_know_all(self) -> bool:
-        need = self.total_members - 1 if self.presence else 0
-        return all(m.known >= need for m in self.members)
+    def __init__(self, total_members: int, expected: int, messages: int, presence: bool) -> None:
+        self.total_members = total_members
+        self.expected = expected  # members this process opens, the publisher included
+        self.messages = messages
+        self.need = total_members - 1 if presence else 0  # others each member must know
+        self.members: list[Member] = []
+        self.knowing = 0  # members that know all the others (the ready barrier)
+        self.complete = 0  # members that received every message
+        self.delivered = 0
+        self.last_delivery = 0.0
+        self.timed = False
+        # Messages sent before this (CLOCK_MONOTONIC ns) are warm-up: no latency sample.
+        self.record_from_ns = 2**62
+        self.latencies: array.array[float] = array.array("d")
+        self.loop = asyncio.get_running_loop()
+        self.all_know_all = asyncio.Event()
+        self.done_event = asyncio.Event()
+        self.publisher: Member | None = None
+        self.window = 0
+        self.sent = 0
+        self.frames: list[bytes] = []  # the windowed publisher's publish frames, pre-encoded
+
+    def check_ready(self) -> None:
+        if self.knowing >= self.expected and len(self.members) >= self.expected:
+            self.all_know_all.set()
+
+    def pump(self) -> None:
+        """Windowed publisher: send while fewer than ``window`` copies are outstanding."""
+        pub = self.publisher
+        if pub is None or pub.transport is None or pub.close is not None:
+            return
+        send, frames = pub.transport.send, self.frames
+        while self.sent < self.messages and self.sent - pub.count < self.window:
+            send(TEXT, frames[self.sent])
+            self.sent += 1
+
+
+class Member(WSListener):
+    """One member's connection: its callbacks count what it receives.
+
+    picows calls ``on_ws_frame`` for every frame, synchronously, with a view of
+    its read buffer; nothing here awaits. The fast path (a ``message`` frame)
+    is a prefix test, an integer slice for ``seq`` and a few counters."""
+
+    __slots__ = (
+        "index",
+        "server",
+        "state",
+        "publisher",
+        "transport",
+        "welcome",
+        "known",
+        "knows_all",
+        "count",
+        "last_seq",
+        "gaps",
+        "disorder",
+        "other",
+        "close",
+        "last",
+        "fragments",
+        "prefix",
+        "seq_at",
+    )
+
+    def __init__(self, state: State, index: int, server: int, publisher: bool) -> None:
+        super().__init__()
+        self.index = index
+        self.server = server  # index of the URL this member connected to
+        self.state = state
+        self.publisher = publisher
+        self.transport: WSTransport | None = None
+        self.welcome: asyncio.Future[dict[str, Any]] = state.loop.create_future()
+        self.known = 0  # other members this one has been told about
+        self.knows_all = False
+        self.count = 0  # message frames received
+        self.last_seq = 0
+        self.gaps = 0  # seqs skipped over (lost)
+        self.disorder = 0  # seqs at or below one already seen (duplicate or reordered)
+        self.other = 0  # frames that are neither message nor presence (error frames...)
+        self.close: tuple[int, str] | None = None  # close code and reason from the server
+        self.last = 0.0  # when its last message frame arrived
+        self.fragments: list[bytes] | None = None  # a fragmented text frame (rare)
+        # What a message frame starts with up to its seq digits, learned from the first
+        # one; until then nothing matches (no JSON text starts with 0xff).
+        self.prefix = b"\xff"
+        self.seq_at = 0
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        raw = frame.get_payload_as_bytes()
+        if raw.startswith(self.prefix) and frame.fin:
+            i = self.seq_at
+            try:
+                self.on_message(raw, i, raw.find(b",", i))
+            except ValueError:  # no integer where seq (or t) should be: not ours to count
+                self.other += 1
+        else:
+            self.slow_frame(transport, frame, raw)
+
+    def on_message(self, raw: bytes, i: int, j: int) -> None:
+        """Count one ``message`` frame whose ``seq`` digits are ``raw[i:j]``."""
+        seq = int(raw[i:j])
+        if seq > self.last_seq:
+            self.gaps += seq - self.last_seq - 1
+            self.last_seq = seq
+        else:
+            self.disorder += 1
+        state = self.state
+        if state.timed:
+            k = raw.find(SENT_AT, j) + 4
+            sent = int(raw[k : raw.find(b",", k)])
+            if sent >= state.record_from_ns:
+                state.latencies.append((monotonic_ns() - sent) / 1000)
+        self.count += 1
+        state.delivered += 1
+        state.last_delivery = self.last = monotonic()
+        if self.count == state.messages:
+            state.complete += 1
+            if state.complete == len(state.members):
+                state.done_event.set()
+        if self.publisher:
+            state.pump()
+
+    def slow_frame(self, transport: WSTransport, frame: WSFrame, raw: bytes) -> None:
+        """Everything the fast path does not take: welcome, presence, close, errors, the
+        first ``message`` (which teaches the fast path its prefix), fragmented frames."""
+        kind = frame.msg_type
+        if kind == CLOSE:
+            self.on_close(transport, raw)
+            return
+        if kind == CONTINUATION or not frame.fin:  # reassemble, then handle as one frame
+            if kind != CONTINUATION:
+                self.fragments = []
+            if self.fragments is None:  # a continuation without a start
+                self.other += 1
+                return
+            self.fragments.append(raw)
+            if not frame.fin:
+                return
+            raw, self.fragments = b"".join(self.fragments), None
+        elif kind != TEXT:
+            self.other += 1
+            return
+        if raw.startswith(MESSAGE):
+            i = raw.find(SEQ) + 6
+            if i >= 6:
+                # Every message of the room starts the same up to its seq digits
+                # ({"type":"message","item_id":…,"seq":): the fast path tests that.
+                self.prefix, self.seq_at = raw[:i], i
+                try:
+                    self.on_message(raw, i, raw.find(b",", i))
+                except ValueError:
+                    self.other += 1
+            else:
+                self.other += 1
+        elif raw.startswith(PRESENCE):
+            self.set_known(self.known + (1 if JOIN in raw else -1))
+        elif not self.welcome.done():
+            self.on_welcome(raw)
+        else:
+            self.other += 1
+
+    def on_welcome(self, raw: bytes) -> None:
+        try:
+            welcome = json.loads(raw)
+        except ValueError:
+            welcome = raw[:200].decode("utf-8", "replace")
+        if not isinstance(welcome, dict) or welcome.get("type") != "welcome":
+            error = RuntimeError(f"expected a welcome frame, got {str(welcome)[:200]}")
+            self.welcome.set_exception(error)
+            return
+        self.set_known(len(welcome.get("members", ())))
+        self.welcome.set_result(welcome)
+
+    def on_close(self, transport: WSTransport, raw: bytes) -> None:
+        """Record the server's close code and reason; complete the close handshake."""
+        code = int.from_bytes(raw[:2], "big") if len(raw) >= 2 else 1005
+        self.close = (code, raw[2:].decode("utf-8", "replace"))
+        if not transport.is_close_frame_sent:
+            transport.send_close(WSCloseCode.OK)
+        transport.disconnect()
+        if not self.welcome.done():
+            error = ConnectionError(f"closed before the welcome: {code} {self.close[1]}")
+            self.welcome.set_exception(error)
+
+    def set_known(self, known: int) -> None:
+        """Count the members this one knows about; tell the ready barrier when it knows all."""
+        self.known = known
+        state = self.state
+        knows_all = known >= state.need
+        if knows_all != self.knows_all:
+            self.knows_all = knows_all
+            state.knowing += 1 if knows_all else -1
+            if knows_all:
+                state.check_ready()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.close is None:
+            self.close = (1006, "")  # the TCP connection ended without a close frame
+        if not self.welcome.done():
+            self.welcome.set_exception(ConnectionError("disconnected before the welcome"))
 
 
 def emit(event: str, **data: Any) -> None:
     print(json.dumps({"event": event, **data}), flush=True)
-
-
-async def read_member(state: State, m: Member, timed: bool = False) -> None:
-    """Count what one member receives until its connection ends; ``timed``: and latencies."""
-    recv, monotonic, monotonic_ns = m.ws.recv, time.monotonic, time.monotonic_ns
-    target = state.messages
-    record = state.latencies.append
-    while True:
-        try:
-            raw = await recv(decode=False)
-        except ConnectionClosed as exc:
-            m.close = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "")
-            return
-        if not isinstance(raw, bytes):
-            m.other += 1
-        elif raw.startswith(MESSAGE):
-            i = raw.find(SEQ) + 6
-            seq = int(raw[i : raw.find(b",", i)])
-            if seq > m.last_seq:
-                m.gaps += seq - m.last_seq - 1
-                m.last_seq = seq
-            else:
-                m.disorder += 1
-            if timed:
-                j = raw.find(SENT_AT) + 4
-                sent = int(raw[j : raw.find(b",", j)])
-                if sent >= state.record_from_ns:
-                    record((monotonic_ns() - sent) / 1000)
-            m.count += 1
-            state.delivered += 1
-            state.last_delivery = m.last = monotonic()
-            if m.count == target:
-                state.complete += 1
-                if state.complete == len(state.members):
-                    state.done_event.set()
-            if m is state.publisher and state.ack is not None and not state.ack.done():
-                state.ack.set_result(None)
-        elif raw.startswith(PRESENCE):
-            m.known += 1 if JOIN in raw else -1
-        else:
-            m.other += 1
 
 
 async def open_member(
@@ -150,77 +297,51 @@ async def open_member(
     auth: str,
     secret: str,
     sem: asyncio.Semaphore,
-    timed: bool = False,
-) -> Member:
+    publisher: bool = False,
+) -> "Member":
+    """Connect one member and wait for its welcome; its callbacks then run on their own."""
     server = index % len(urls)
     url = urls[server]
     token = mint_token(secret, f"bench-{index:05d}", ttl_s=3600)
     headers = {"Authorization": f"Bearer {token}"} if auth == "header" else None
     target = f"{url}?token={token}" if auth == "query" else url
+    m = Member(state, index, server, publisher)
     async with sem:
-        ws = await connect(
+        await ws_connect(
+            lambda: m,
             target,
-            additional_headers=headers,
-            compression=None,
-            proxy=None,
-            open_timeout=CONNECT_TIMEOUT_S,
-            close_timeout=2,
-            ping_interval=None,
-            max_size=2**22,
-            max_queue=64,
+            extra_headers=headers,
+            websocket_handshake_timeout=CONNECT_TIMEOUT_S,
+            max_frame_size=MAX_FRAME_BYTES,
+            enable_auto_ping=False,
         )
-        welcome = json.loads(await asyncio.wait_for(ws.recv(), CONNECT_TIMEOUT_S))
-    if welcome.get("type") != "welcome":
-        raise RuntimeError(f"expected a welcome frame, got {str(welcome)[:200]}")
-    m = Member(index, ws, known=len(welcome.get("members", ())), server=server)
+        await asyncio.wait_for(m.welcome, CONNECT_TIMEOUT_S)
     state.members.append(m)
-    asyncio.get_running_loop().create_task(read_member(state, m, timed))
+    if m.knows_all:
+        state.check_ready()
     return m
 
 
-async def publish(state: State, window: int, data_bytes: int) -> float:
-    """Send ``messages`` publishes, at most ``window`` unacknowledged; return the start.
-
-    It stops early if its connection is closed or nothing comes back for a while:
-    the members then report what they missed."""
-    pub = state.publisher
-    assert pub is not None
+def publish_frames(messages: int, data_bytes: int) -> list[bytes]:
     pad = "x" * max(0, data_bytes - len('{"n":"000000","pad":""}'))
-    frames = [
+    return [
         json.dumps(
             {"type": "publish", "data": {"n": f"{n:06d}", "pad": pad}}, separators=(",", ":")
-        )
-        for n in range(state.messages)
+        ).encode()
+        for n in range(messages)
     ]
-    loop = asyncio.get_running_loop()
-    sent = 0
-    t0 = time.monotonic()
-    while sent < state.messages:
-        try:
-            while sent < state.messages and sent - pub.count < window:
-                await pub.ws.send(frames[sent])
-                sent += 1
-        except ConnectionClosed:
-            break  # closed by the server (evicted?): its reader records the close
-        if pub.close is not None:
-            break
-        state.ack = loop.create_future()
-        try:
-            await asyncio.wait_for(state.ack, IDLE_TIMEOUT_S)
-        except TimeoutError:
-            break
-    return t0
 
 
 async def publish_at_rate(state: State, rate: float, data_bytes: int) -> float:
     """Send ``messages`` publishes, message ``n`` at ``t0 + n / rate``; return ``t0``.
 
     The data carries the send time (``t``, CLOCK_MONOTONIC ns) after ``n``, which
-    the members parse from the raw frame: ``{"n":"000001","t":…,"pad":"…"}``."""
+    the members parse from the raw frame: ``{"n":"000001","t":…,"pad":"…"}``.
+    The sleeps are the schedule itself (an open loop), not a wait for anything."""
     pub = state.publisher
-    assert pub is not None
+    assert pub is not None and pub.transport is not None
+    send = pub.transport.send
     pad = "x" * max(0, data_bytes - len('{"n":"000000","t":0000000000000000,"pad":""}'))
-    monotonic, monotonic_ns = time.monotonic, time.monotonic_ns
     t0 = monotonic()
     for n in range(state.messages):
         delay = t0 + n / rate - monotonic()
@@ -229,21 +350,18 @@ async def publish_at_rate(state: State, rate: float, data_bytes: int) -> float:
         if pub.close is not None:
             break
         frame = f'{{"type":"publish","data":{{"n":"{n:06d}","t":{monotonic_ns()},"pad":"{pad}"}}}}'
-        try:
-            await pub.ws.send(frame)
-        except ConnectionClosed:
-            break
+        send(TEXT, frame.encode())
     return t0
 
 
 async def wait_done(state: State, deadline_s: float) -> None:
     """Until every member has every message, nothing arrives for a while, or the deadline."""
-    end = time.monotonic() + deadline_s
-    seen, since = -1, time.monotonic()
-    while not state.done_event.is_set() and time.monotonic() < end:
+    end = monotonic() + deadline_s
+    seen, since = -1, monotonic()
+    while not state.done_event.is_set() and monotonic() < end:
         if state.delivered != seen:
-            seen, since = state.delivered, time.monotonic()
-        elif time.monotonic() - since > IDLE_TIMEOUT_S:
+            seen, since = state.delivered, monotonic()
+        elif monotonic() - since > IDLE_TIMEOUT_S:
             return
         try:
             await asyncio.wait_for(state.done_event.wait(), 0.5)
@@ -288,55 +406,71 @@ async def read_command() -> str:
     return line.strip() or "quit"  # EOF: the orchestrator is gone
 
 
-async def wait_all_know_all(state: State, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while not state.all_know_all():
-        if time.monotonic() > end:
-            return False
-        await asyncio.sleep(0.05)
-    return True
+async def close_all(state: State) -> None:
+    """Start the close handshake on every open connection; wait (bounded) for them to end."""
+    waits = []
+    for m in state.members:
+        t = m.transport
+        if t is None or t.is_disconnected:
+            continue
+        if not t.is_close_frame_sent:
+            t.send_close(WSCloseCode.OK)
+        waits.append(t.wait_disconnected())
+    try:
+        await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        pass
 
 
 async def run(args: argparse.Namespace) -> None:
     """connect -> (publisher joins last) -> ready -> go -> done -> quit."""
     secret = os.environ[SECRET_ENV]
-    state = State(args.total, args.messages, args.presence)
+    state = State(args.total, args.count, args.messages, args.presence)
+    state.timed = args.rate > 0
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    # The publisher joins the room last, after every other process's members: both
-    # servers then send it its copy of a message last, so its window counts messages
+    # The publisher joins the room last, after every other process's members: every
+    # server then sends it its copy of a message last, so its window counts messages
     # not yet sent to everyone.
     first = args.first + 1 if args.publisher else args.first
     indexes = range(first, args.first + args.count)
-    timed = args.rate > 0
     try:
-        opened = [open_member(state, i, args.url, args.auth, secret, sem, timed) for i in indexes]
+        opened = [open_member(state, i, args.url, args.auth, secret, sem) for i in indexes]
         await asyncio.wait_for(asyncio.gather(*opened), args.setup_timeout)
         emit("connected", members=len(state.members))
         if args.publisher:
             if await read_command() != "publisher":
                 return
             state.publisher = await asyncio.wait_for(
-                open_member(state, args.first, args.url, args.auth, secret, sem, timed),
+                # Timed, it needs no acks: only the windowed publisher pumps on its copies.
+                open_member(state, args.first, args.url, args.auth, secret, sem, not state.timed),
                 args.setup_timeout,
             )
     except Exception as exc:  # report, then let the orchestrator stop us
         emit("error", stage="connect", detail=f"{type(exc).__name__}: {exc}"[:500])
         await read_command()
         return
-    if not await wait_all_know_all(state, args.setup_timeout):
-        short = sum(1 for m in state.members if m.known < args.total - 1)
+    try:
+        await asyncio.wait_for(state.all_know_all.wait(), args.setup_timeout)
+    except TimeoutError:
+        short = sum(1 for m in state.members if not m.knows_all)
         emit("error", stage="ready", detail=f"{short} members were not told about all others")
         await read_command()
         return
     emit("ready", members=len(state.members))
+    if args.publisher and not state.timed:
+        state.window = args.window
+        state.frames = publish_frames(args.messages, args.data_bytes)
     if await read_command() != "go":
         return
     state.record_from_ns = time.monotonic_ns() + int(args.warmup_s * 1e9)
     if state.publisher is not None:
-        if timed:
+        if state.timed:
             t0 = await publish_at_rate(state, args.rate, args.data_bytes)
         else:
-            t0 = await publish(state, args.window, args.data_bytes)
+            # The first window now; then each copy of its own that the publisher
+            # receives sends the next one (Member.on_message -> State.pump).
+            t0 = monotonic()
+            state.pump()
         emit("published", t0=t0)
     await wait_done(state, args.deadline)
     if args.latency_out:
@@ -344,11 +478,7 @@ async def run(args: argparse.Namespace) -> None:
             state.latencies.tofile(f)
     emit("done", **summary(state, len(args.url)))
     await read_command()
-    closing = asyncio.gather(*(m.ws.close() for m in state.members), return_exceptions=True)
-    try:
-        await asyncio.wait_for(closing, 10)
-    except TimeoutError:
-        pass
+    await close_all(state)
 
 
 def main() -> None:
