@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.baselines.blast import READY as BLAST_READY
 from bench.baselines.plain_websockets import READY as PLAIN_READY
 from bench.children import BenchError, Child, clean_env
 
@@ -36,6 +37,7 @@ TUTORIAL = "tutorial"
 PLAIN = "plain"  # the websockets library's own server and broadcast()
 ITEMROOMS_REDIS2 = "itemrooms-redis2"
 ITEMROOMS_REDIS1 = "itemrooms-redis1"  # diagnostic: the Redis backend, one process
+CEILING = "ceiling"  # bench/baselines/blast.py: the load generator's own ceiling
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ SPECS = {
     ITEMROOMS_REDIS1: ServerSpec(
         ITEMROOMS_REDIS1, auth="header", presence=True, processes=1, redis=True
     ),
+    CEILING: ServerSpec(CEILING, auth="header", presence=False),
 }
 
 
@@ -105,6 +108,10 @@ def start_server(
             }
         )
         ready = STARTED
+    elif name == CEILING:
+        argv = [sys.executable, "-m", "bench.baselines.blast", "--port", str(port)]
+        env = clean_env({})
+        ready = BLAST_READY
     elif name == PLAIN:
         argv = [sys.executable, "-m", "bench.baselines.plain_websockets", "--port", str(port)]
         env = clean_env({"BENCH_JWT_SECRET": secret})
