@@ -11,6 +11,13 @@ delivery, and checks that every member got every message. Runs alternate
 between the servers (A, B, A, B, ...) so that slow drifts in the machine's
 load hit both alike; the table shows medians. See bench/README.md.
 
+Every invocation also measures the load generator's own ceiling: the same
+runs against ``ceiling`` (bench/baselines/blast.py, a server that costs almost
+nothing per delivery), interleaved with the others but kept out of their
+table ratios; each server's rate is then shown as a fraction of it, so the
+output says whether the generator, not the server, was the limit
+(``--no-ceiling`` skips it).
+
 The Redis scenario runs ``itemrooms-redis2`` (two itemrooms processes with the
 Redis backend and a private redis-server, all three on the server core, the
 members split evenly between the two processes) against ``itemrooms`` (one
@@ -26,16 +33,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from bench.plot import Bars, write_plot
-from bench.report import Summary, per_core_ratios, ratios, run_line, summarize, table
+from bench.report import (
+    Summary,
+    ceiling_bound,
+    per_core_ratios,
+    ratios,
+    run_line,
+    summarize,
+    table,
+)
 from bench.run import Config, RunResult, run_once
-from bench.servers import ITEMROOMS, ITEMROOMS_REDIS2, PLAIN, SPECS, TUTORIAL
+from bench.servers import CEILING, ITEMROOMS, ITEMROOMS_REDIS2, PLAIN, SPECS, TUTORIAL
 from bench.system import raise_nofile_limit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help=f"comma list, in run order, from {', '.join(SPECS)} (default: the scenario's)",
     )
+    p.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the load generator's ceiling runs (against bench/baselines/blast.py)",
+    )
     p.add_argument("--redis-server", default="redis-server", help="redis-server binary")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
@@ -93,6 +113,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"unknown server {name!r}; choose from {', '.join(SPECS)}")
     if not args.servers or len(set(args.servers)) != len(args.servers):
         p.error("--servers needs at least one server, each named once")
+    # The ceiling is measured beside the servers, not as one of them.
+    args.ceiling = CEILING in args.servers or not args.no_ceiling
+    args.servers = [name for name in args.servers if name != CEILING]
     if args.members < 2 or args.messages < 1 or args.window < 1 or args.runs < 1:
         p.error("--members must be at least 2; --messages, --window and --runs at least 1")
     if not 1 <= args.load_procs <= args.members:
@@ -208,14 +231,43 @@ def ratio_lines(all_ratios: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
-def plot_bars(results: dict[str, list[RunResult]]) -> list[Bars]:
-    def per_run(value: Callable[[RunResult], float]) -> dict[str, list[float]]:
-        return {name: [value(r) for r in runs if r.ok] for name, runs in results.items()}
+def plot_bars(results: dict[str, list[RunResult]], ceiling: list[RunResult]) -> list[Bars]:
+    """Deliveries/s and server µs per delivery per server (the ceiling's rate is a line
+    on the first panel), and the generator's CPU per frame with the ceiling's beside."""
 
+    def per_run(
+        runs_by_name: dict[str, list[RunResult]], value: Callable[[RunResult], float]
+    ) -> dict[str, list[float]]:
+        return {name: [value(r) for r in runs if r.ok] for name, runs in runs_by_name.items()}
+
+    with_ceiling = {**results, **({CEILING: ceiling} if ceiling else {})}
     return [
-        ("deliveries/s", per_run(lambda r: r.deliveries_per_s)),
-        ("server CPU µs per delivery", per_run(lambda r: r.server_us_per_delivery)),
+        ("deliveries/s", per_run(results, lambda r: r.deliveries_per_s)),
+        ("server CPU µs per delivery", per_run(results, lambda r: r.server_us_per_delivery)),
+        ("load generator CPU µs per frame", per_run(with_ceiling, lambda r: r.load_us_per_frame)),
     ]
+
+
+def ceiling_report(c: Summary, runs: list[RunResult], summaries: list[Summary]) -> dict[str, Any]:
+    """The JSON's ``ceiling``: what the generator can receive, and each server against it."""
+    return {
+        "server": "bench/baselines/blast.py",
+        "deliveries_per_s": c.rate,
+        "deliveries_per_s_min": c.rate_min,
+        "deliveries_per_s_max": c.rate_max,
+        "load_us_per_frame": c.load_us,
+        "load_cpu_pct": c.load_pct,
+        "load_core_others_pct": c.other_load_core,
+        "blast_server_cpu_pct": c.server_pct,
+        "blast_server_us_per_delivery": c.server_us,
+        # True: the generator's core was the full one, so this is its ceiling; False: a
+        # lower bound for it (the blast server or latency limited the run).
+        "generator_bound": ceiling_bound(c),
+        "fraction_by_server": {s.server: round(s.of_ceiling, 3) for s in summaries},
+        "load_cpu_pct_by_server": {s.server: s.load_pct for s in summaries},
+        "summary": asdict(c),
+        "runs": [r.to_json() for r in runs],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,15 +303,23 @@ def main(argv: list[str] | None = None) -> int:
         print(setup_line(args), flush=True)
     started = time.monotonic()
     results: dict[str, list[RunResult]] = {name: [] for name in args.servers}
+    ceiling_runs: list[RunResult] = []
+    order = [*args.servers, *([CEILING] if args.ceiling else [])]
     for index in range(args.runs):
-        for name in args.servers:
+        for name in order:
             result = run_once(name, index, cfg, REPO, logs)
-            results[name].append(result)
+            (ceiling_runs if name == CEILING else results[name]).append(result)
             print(run_line(result), flush=True)
     cpu_names = (f"cpu{args.server_cpu}", f"cpu{args.load_cpu}")
-    summaries = [summarize(name, runs, *cpu_names) for name, runs in results.items()]
+    ceiling: Summary | None = None
+    if ceiling_runs:
+        ceiling = summarize(CEILING, ceiling_runs, *cpu_names)
+        role = "its ceiling" if ceiling_bound(ceiling) else "a lower bound for its ceiling"
+        ceiling = replace(ceiling, verdict=f"the load generator's {role}")
+    top = ceiling.rate if ceiling is not None and ceiling.failed < ceiling.runs else 0.0
+    summaries = [summarize(name, runs, *cpu_names, top) for name, runs in results.items()]
     print()
-    print(table(summaries, title))
+    print(table(summaries, title, ceiling))
     by_name = {s.server: s for s in summaries}
     all_ratios = baseline_ratios(by_name)
     if all_ratios:
@@ -285,16 +345,21 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_itemrooms_over_plain": all_ratios.get(PLAIN, {}),
         "total_s": round(total, 1),
     }
+    if ceiling is not None:
+        report["ceiling"] = ceiling_report(ceiling, ceiling_runs, summaries)
     if uses_redis:
         report["setup"] = setup_line(args)
         report["per_core_target"] = PER_CORE_TARGET
         report[f"ratio_{ITEMROOMS_REDIS2}_over_{ITEMROOMS}_per_core"] = per_core
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    plot = "" if args.no_plot else write_plot(out, bars=plot_bars(results))
+    marks = {"deliveries/s": ("load generator ceiling", top)} if top else {}
+    bars = plot_bars(results, ceiling_runs)
+    plot = "" if args.no_plot else write_plot(out, bars=bars, marks=marks)
     print(f"\n{total:.0f}s in all; results: {out}; server logs: {logs}/{plot}")
     # Non-zero when a number above cannot be trusted or a member missed something.
-    bad = any(s.failed or s.lost or s.evicted or s.redis_problems for s in summaries)
+    checked = [*summaries, *([ceiling] if ceiling is not None else [])]
+    bad = any(s.failed or s.lost or s.evicted or s.redis_problems for s in checked)
     return 1 if bad else 0
 
 

@@ -5,7 +5,8 @@ without it a run still writes its JSON and prints its table, and says that the
 plot was skipped. The Agg backend needs no display.
 
 - bars: one group per metric, one bar per server, the median of its runs with
-  the min-max as an error bar;
+  the min-max as an error bar; a panel may also get a labelled horizontal line
+  (``marks``: the fan-out's load generator ceiling on its deliveries/s);
 - latency: the distribution of every delivery's latency per server (all runs
   pooled) as a complementary CDF on log axes, so p50, p99 and the tail all show.
 """
@@ -35,6 +36,7 @@ def write_plot(
     out_json: Path,
     bars: Sequence[Bars] = (),
     latency: Mapping[str, Sequence[RunResult]] | None = None,
+    marks: Mapping[str, tuple[str, float]] | None = None,
 ) -> str:
     """Write ``<out_json stem>.png``; return a suffix for the run's last line."""
     try:
@@ -60,6 +62,17 @@ def write_plot(
                 (x, m),
                 ha="center",
                 va="bottom",
+                fontsize=8,
+            )
+        if marks and label in marks:
+            text, value = marks[label]
+            ax.axhline(value, color="C3", linestyle="--", linewidth=1)
+            ax.annotate(
+                f"{text}: {value:,.0f}",
+                (0, value),
+                xytext=(2, 2),
+                textcoords="offset points",
+                color="C3",
                 fontsize=8,
             )
         ax.set_title(label)

@@ -9,6 +9,16 @@ server's core is the one that is full. When the load generator's core is full
 (by itself or by other tenants), the rate is a lower bound for the server, and
 server CPU µs per delivery is the number to compare.
 
+Why a ceiling: the load generator's CPU% alone does not say whether it was
+the limit. It reads several frames per wake-up when it falls behind, so it
+gets cheaper per frame as it is pushed, and 90% of its core at one server's
+pace may still leave it room. bench/fanout.py therefore measures, in the same
+interleaved runs, the generator against ``ceiling`` (bench/baselines/blast.py,
+a server that costs almost nothing per delivery): the rate it reaches there is
+the most the generator can receive. Every server's rate is reported as a
+fraction of it, and a server that comes near it (``NEAR_CEILING``) is flagged
+as possibly generator bound, whatever the CPU counters say.
+
 Why Redis is a column of its own: in the Redis scenario (``itemrooms-redis2``)
 "server" is the two itemrooms processes together, and the private
 redis-server, pinned to the same core, is reported beside them; "total" is
@@ -24,6 +34,7 @@ from bench.servers import SPECS
 
 FULL_PCT = 85.0  # a core this busy (us + others) is the bottleneck
 NOISY_PCT = 10.0  # others using this much of one of our cores make a run noisy
+NEAR_CEILING = 0.8  # a rate this close to the generator's ceiling may be the generator's
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,23 +63,40 @@ class Summary:
     total_us: float = 0.0  # median of (servers + Redis) CPU µs per delivery
     redis_problems: int = 0  # problem lines in the Redis logs, over all runs
     process_us: dict[str, float] | None = None  # several processes: median µs/dlv each
+    ceiling: float = 0.0  # the load generator's ceiling (deliveries/s) when measured
+    of_ceiling: float = 0.0  # rate / ceiling
 
 
-def verdict(server_full: bool, load_full: bool, others: float) -> str:
+def verdict(server_full: bool, load_full: bool, others: float, of_ceiling: float = 0.0) -> str:
+    """Who limited the rate: which cores were full, and how near the generator's ceiling.
+
+    ``of_ceiling`` is the rate over the generator's measured ceiling (0: not measured)."""
+    at = f"{100 * of_ceiling:.0f}% of the load generator's ceiling" if of_ceiling else ""
     if load_full and not server_full:
         text = "LOAD GENERATOR BOUND: its core was full, so deliveries/s is a lower bound"
+    elif of_ceiling >= NEAR_CEILING:
+        text = f"LOAD GENERATOR BOUND: at {at}, so deliveries/s is a lower bound"
+        at = ""
     elif server_full and not load_full:
         text = "server bound (good: the server's core was the full one)"
+    elif server_full and load_full and at:
+        text = f"server bound: both cores full, but the rate was only {at}"
+        at = ""
     elif server_full and load_full:
         text = "both cores full: the rate may be limited by either side"
     else:
         text = "neither core full: limited by latency (try a larger --window)"
+    if at:
+        text += f"; {at}"
     if others >= NOISY_PCT:
         text += f"; NOISY: other processes used {others:.0f}% of one of our cores"
     return text
 
 
-def summarize(server: str, runs: list[RunResult], server_cpu: str, load_cpu: str) -> Summary:
+def summarize(
+    server: str, runs: list[RunResult], server_cpu: str, load_cpu: str, ceiling: float = 0.0
+) -> Summary:
+    """Medians of one server's runs; ``ceiling``: the generator's (deliveries/s), if measured."""
     ok = [r for r in runs if r.ok] or runs
 
     def med(values: list[float]) -> float:
@@ -82,6 +110,8 @@ def summarize(server: str, runs: list[RunResult], server_cpu: str, load_cpu: str
         for phase, n in r.log_problem_counts.items():
             problems[phase] = problems.get(phase, 0) + n
     rates = [r.deliveries_per_s for r in ok]
+    rate = med(rates)
+    of_ceiling = rate / ceiling if ceiling else 0.0
     other_server = med([r.other_busy_pct.get(server_cpu, 0.0) for r in ok])
     other_load = med([r.other_busy_pct.get(load_cpu, 0.0) for r in ok])
     server_pct = med([r.server_cpu_pct for r in ok])
@@ -105,7 +135,7 @@ def summarize(server: str, runs: list[RunResult], server_cpu: str, load_cpu: str
         server=server,
         runs=len(runs),
         failed=sum(1 for r in runs if not r.ok or r.error),
-        rate=med(rates),
+        rate=rate,
         rate_min=min(rates, default=0.0),
         rate_max=max(rates, default=0.0),
         server_us=med([r.server_us_per_delivery for r in ok]),
@@ -123,6 +153,7 @@ def summarize(server: str, runs: list[RunResult], server_cpu: str, load_cpu: str
             server_pct + redis_pct + other_server >= FULL_PCT,
             load_pct + other_load >= FULL_PCT,
             max(other_server, other_load),
+            of_ceiling,
         )
         if any(r.ok for r in runs)
         else "no run could be measured",
@@ -132,6 +163,8 @@ def summarize(server: str, runs: list[RunResult], server_cpu: str, load_cpu: str
         total_us=med([r.server_us_per_delivery + r.redis_us_per_delivery for r in ok]),
         redis_problems=sum(len(r.redis_log_problems) for r in runs),
         process_us=process_us,
+        ceiling=ceiling,
+        of_ceiling=of_ceiling,
     )
 
 
@@ -155,21 +188,27 @@ def run_line(r: RunResult) -> str:
     )
 
 
-def table(summaries: list[Summary], title: str) -> str:
+def ceiling_cell(s: Summary) -> str:
+    return f"{100 * s.of_ceiling:.0f}%" if s.of_ceiling else "-"
+
+
+def table(summaries: list[Summary], title: str, ceiling: Summary | None = None) -> str:
+    """Medians per server, the ceiling's row last, then the verdicts and the ceiling's."""
     if any(s.redis for s in summaries):
-        return redis_table(summaries, title)
+        return redis_table(summaries, title, ceiling)
     head = (
-        f"{'server':<10} {'deliveries/s':>12} {'(min-max)':>19} {'srv µs/dlv':>10} "
-        f"{'srv CPU':>7} {'load CPU':>8} {'others srv/load':>15} {'lost':>5} {'evicted':>7}"
+        f"{'server':<10} {'deliveries/s':>12} {'(min-max)':>19} {'of ceil':>7} "
+        f"{'srv µs/dlv':>10} {'srv CPU':>7} {'load CPU':>8} {'load µs/f':>9} "
+        f"{'others srv/load':>15} {'lost':>5} {'evicted':>7}"
     )
     lines = [title, head, "-" * len(head)]
-    for s in summaries:
+    for s in [*summaries, *([ceiling] if ceiling else [])]:
         spread = f"({s.rate_min / 1000:,.1f}k-{s.rate_max / 1000:,.1f}k)"
         others = f"{s.other_server_core:.0f}%/{s.other_load_core:.0f}%"
         lines.append(
-            f"{s.server:<10} {s.rate:>12,.0f} {spread:>19} {s.server_us:>10.1f} "
-            f"{s.server_pct:>6.0f}% {s.load_pct:>7.0f}% {others:>15} {s.lost:>5} "
-            f"{sum(s.evicted.values()):>7}"
+            f"{s.server:<10} {s.rate:>12,.0f} {spread:>19} {ceiling_cell(s):>7} "
+            f"{s.server_us:>10.1f} {s.server_pct:>6.0f}% {s.load_pct:>7.0f}% {s.load_us:>9.1f} "
+            f"{others:>15} {s.lost:>5} {sum(s.evicted.values()):>7}"
         )
     lines.append("")
     for s in summaries:
@@ -180,27 +219,69 @@ def table(summaries: list[Summary], title: str) -> str:
             lines.append(f"{s.server}: members closed by the server: {s.evicted}")
         if any(s.problems.values()):
             lines.append(f"{s.server}: problem lines in the server log: {s.problems}")
+    if ceiling is not None:
+        lines += ["", *ceiling_lines(ceiling, summaries)]
     return "\n".join(lines)
 
 
-def redis_table(summaries: list[Summary], title: str) -> str:
-    """The table with Redis's CPU beside the servers' (srv = all itemrooms processes)."""
-    width = max(10, *(len(s.server) for s in summaries))
+def ceiling_bound(c: Summary) -> bool:
+    """Whether the ceiling run was limited by the generator (then it is its ceiling)."""
+    return c.load_pct + c.other_load_core >= FULL_PCT and c.rate > 0
+
+
+def ceiling_lines(c: Summary, summaries: list[Summary]) -> list[str]:
+    """What the ceiling run proves about the generator, and each server against it."""
+    if not c.rate:
+        return ["load generator ceiling: not measured (the ceiling runs failed: see the JSON)"]
     head = (
-        f"{'server':<{width}} {'deliveries/s':>12} {'(min-max)':>19} {'srv µs/dlv':>10} "
-        f"{'redis µs/dlv':>12} {'total µs/dlv':>12} {'srv CPU':>7} {'redis CPU':>9} "
-        f"{'load CPU':>8} {'others srv/load':>15} {'lost':>5} {'evicted':>7}"
+        f"load generator ceiling: {c.rate:,.0f} deliveries/s "
+        f"({c.rate_min / 1000:,.1f}k-{c.rate_max / 1000:,.1f}k) against the blast server "
+        f"(bench/baselines/blast.py); the generator spent {c.load_us:.1f} µs of CPU per frame, "
+        f"its core {c.load_pct:.0f}% busy (+{c.other_load_core:.0f}% others), "
+        f"the blast server's {c.server_pct:.0f}% ({c.server_us:.1f} µs/delivery)"
+    )
+    if ceiling_bound(c):
+        why = "  the generator's core was the full one: this is the most it can receive"
+    elif c.server_pct + c.other_server_core >= FULL_PCT:
+        why = "  the blast server's core was full, not the generator's: the ceiling is higher still"
+    else:
+        why = "  neither core was full: the ceiling is higher still (try a larger --window)"
+    if c.other_load_core >= NOISY_PCT or c.other_server_core >= NOISY_PCT:
+        why += "; NOISY: rerun when the machine is quieter"
+    lines = [head, why]
+    for s in summaries:
+        if s.rate:
+            lines.append(
+                f"  {s.server}: {100 * s.of_ceiling:.0f}% of the ceiling; generator core "
+                f"{s.load_pct:.0f}% busy (+{s.other_load_core:.0f}% others), "
+                f"{s.load_us:.1f} µs per frame"
+            )
+    if c.failed:
+        lines.append(f"  {c.failed} ceiling run(s) failed or incomplete: see the JSON")
+    return lines
+
+
+def redis_table(summaries: list[Summary], title: str, ceiling: Summary | None = None) -> str:
+    """The table with Redis's CPU beside the servers' (srv = all itemrooms processes)."""
+    rows = [*summaries, *([ceiling] if ceiling else [])]
+    width = max(10, *(len(s.server) for s in rows))
+    head = (
+        f"{'server':<{width}} {'deliveries/s':>12} {'(min-max)':>19} {'of ceil':>7} "
+        f"{'srv µs/dlv':>10} {'redis µs/dlv':>12} {'total µs/dlv':>12} {'srv CPU':>7} "
+        f"{'redis CPU':>9} {'load CPU':>8} {'load µs/f':>9} {'others srv/load':>15} "
+        f"{'lost':>5} {'evicted':>7}"
     )
     lines = [title, head, "-" * len(head)]
-    for s in summaries:
+    for s in rows:
         spread = f"({s.rate_min / 1000:,.1f}k-{s.rate_max / 1000:,.1f}k)"
         others = f"{s.other_server_core:.0f}%/{s.other_load_core:.0f}%"
         redis_us = f"{s.redis_us:.1f}" if s.redis else "-"
         redis_pct = f"{s.redis_pct:.0f}%" if s.redis else "-"
         lines.append(
-            f"{s.server:<{width}} {s.rate:>12,.0f} {spread:>19} {s.server_us:>10.1f} "
-            f"{redis_us:>12} {s.total_us:>12.1f} {s.server_pct:>6.0f}% {redis_pct:>9} "
-            f"{s.load_pct:>7.0f}% {others:>15} {s.lost:>5} {sum(s.evicted.values()):>7}"
+            f"{s.server:<{width}} {s.rate:>12,.0f} {spread:>19} {ceiling_cell(s):>7} "
+            f"{s.server_us:>10.1f} {redis_us:>12} {s.total_us:>12.1f} {s.server_pct:>6.0f}% "
+            f"{redis_pct:>9} {s.load_pct:>7.0f}% {s.load_us:>9.1f} {others:>15} {s.lost:>5} "
+            f"{sum(s.evicted.values()):>7}"
         )
     lines.append("")
     for s in summaries:
@@ -216,6 +297,8 @@ def redis_table(summaries: list[Summary], title: str) -> str:
             lines.append(f"{s.server}: problem lines in the server logs: {s.problems}")
         if s.redis_problems:
             lines.append(f"{s.server}: {s.redis_problems} problem line(s) in the Redis logs")
+    if ceiling is not None:
+        lines += ["", *ceiling_lines(ceiling, summaries)]
     return "\n".join(lines)
 
 
