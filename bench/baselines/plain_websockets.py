@@ -16,7 +16,9 @@ What is added, only so that the comparison is fair and measurable:
   ``welcome`` frame after the socket joined the room;
 - uvloop (as itemrooms), per-message deflate off (itemrooms' default).
 
-There is one room: ``item_id`` only completes the path, so all servers share URLs.
+One room per ``item_id`` of the path (``/items/{item_id}/ws``), each with its own
+``seq``, kept in a dict and dropped with its last member: the one-room
+scenarios (fan-out, latency) use one id, the many-small-rooms one 500.
 
 Run: ``BENCH_JWT_SECRET=... python -m bench.baselines.plain_websockets --port N``
 """
@@ -59,12 +61,21 @@ def token_of(request: Request) -> str | None:
 
 
 class Room:
-    """One room: the open connections, the last ``seq``, each connection's claims."""
+    """One room: its open connections and its last ``seq``."""
+
+    __slots__ = ("members", "seq")
+
+    def __init__(self) -> None:
+        self.members: set[ServerConnection] = set()
+        self.seq = 0
+
+
+class Rooms:
+    """Every room by ``item_id``, and the JWT gate in front of them."""
 
     def __init__(self, secret: str) -> None:
         self.secret = secret
-        self.members: set[ServerConnection] = set()
-        self.seq = 0
+        self.rooms: dict[str, Room] = {}
 
     def check(self, connection: ServerConnection, request: Request) -> Response | None:
         """``process_request``: 403 without a valid token, else remember its ``sub``."""
@@ -89,33 +100,40 @@ class Room:
         item_id = path.split("/")[2] if path.count("/") >= 3 else ""
         client_id = f"c_{id(connection):x}"
         sender = {"user": user, "client_id": client_id}
-        self.members.add(connection)
+        room = self.rooms.get(item_id)
+        if room is None:
+            room = self.rooms[item_id] = Room()
+        room.members.add(connection)
         try:
             welcome = {"type": "welcome", "item_id": item_id, "client_id": client_id}
-            await connection.send(compact({**welcome, "user": user, "members": [], "seq": 0}))
+            await connection.send(
+                compact({**welcome, "user": user, "members": [], "seq": room.seq})
+            )
             async for raw in connection:
                 frame = json.loads(raw)
                 if not isinstance(frame, dict) or frame.get("type") != "publish":
                     continue
-                self.seq += 1
+                room.seq += 1
                 message = {
                     "type": "message",
                     "item_id": item_id,
-                    "seq": self.seq,
+                    "seq": room.seq,
                     "ts": int(time.time() * 1000),
                     "sender": sender,
                     "data": frame.get("data"),
                 }
-                broadcast(self.members, compact(message))
+                broadcast(room.members, compact(message))
         except ConnectionClosed:
             pass
         finally:
-            self.members.discard(connection)
+            room.members.discard(connection)
+            if not room.members and self.rooms.get(item_id) is room:
+                del self.rooms[item_id]
 
 
 async def serve_until_signal(host: str, port: int, secret: str) -> None:
     """Serve until SIGINT or SIGTERM, then close every connection (1001) and return."""
-    room = Room(secret)
+    rooms = Rooms(secret)
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
@@ -126,10 +144,10 @@ async def serve_until_signal(host: str, port: int, secret: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     async with serve(
-        room.handler,
+        rooms.handler,
         host,
         port,
-        process_request=room.check,
+        process_request=rooms.check,
         compression=None,
         max_size=MAX_SIZE,
         ping_interval=None,

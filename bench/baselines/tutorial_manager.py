@@ -16,8 +16,13 @@ What is added, only so that the comparison is fair and measurable:
   they cannot drift apart.
 
 What is left out: the tutorial's "left the chat" broadcast on disconnect
-(teardown only; it never runs while the benchmark measures). There is one
-room: ``item_id`` only completes the path, so both servers share URLs.
+(teardown only; it never runs while the benchmark measures).
+
+One room per ``item_id`` of the path: a dict of managers, one per room, each
+with its own ``seq``, kept for the server's life (the tutorial has one
+manager for the whole app; a dict of them is what an app with rooms writes
+first; each run starts a fresh server). The one-room scenarios (fan-out,
+latency) use one id, the many-small-rooms one 500.
 
 Run: ``BENCH_JWT_SECRET=... python -m bench.baselines.tutorial_manager --port N``
 """
@@ -43,6 +48,7 @@ class ConnectionManager:
 
     def __init__(self) -> None:
         self.active_connections: list[WebSocket] = []
+        self.seq = 0  # added: the room's last message number
 
     async def connect(self, websocket: WebSocket) -> None:
         await websocket.accept()
@@ -63,8 +69,7 @@ def compact(obj: Any) -> str:
 
 def create_app(secret: str) -> FastAPI:
     app = FastAPI()
-    manager = ConnectionManager()
-    state = {"seq": 0}
+    managers: dict[str, ConnectionManager] = {}  # item_id -> that room's manager
 
     async def get_claims(token: Annotated[str | None, Query()] = None) -> dict[str, Any]:
         if not token:
@@ -86,21 +91,24 @@ def create_app(secret: str) -> FastAPI:
         item_id: str,
         claims: Annotated[dict[str, Any], Depends(get_claims)],
     ) -> None:
+        manager = managers.get(item_id)
+        if manager is None:
+            manager = managers[item_id] = ConnectionManager()
         await manager.connect(websocket)
         user = str(claims["sub"])
         client_id = f"c_{id(websocket):x}"
         welcome = {"type": "welcome", "item_id": item_id, "client_id": client_id, "user": user}
-        await websocket.send_text(compact({**welcome, "members": [], "seq": state["seq"]}))
+        await websocket.send_text(compact({**welcome, "members": [], "seq": manager.seq}))
         try:
             while True:
                 frame = json.loads(await websocket.receive_text())
                 if not isinstance(frame, dict) or frame.get("type") != "publish":
                     continue
-                state["seq"] += 1
+                manager.seq += 1
                 message = {
                     "type": "message",
                     "item_id": item_id,
-                    "seq": state["seq"],
+                    "seq": manager.seq,
                     "ts": int(time.time() * 1000),
                     "sender": {"user": user, "client_id": client_id},
                     "data": frame.get("data"),
