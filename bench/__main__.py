@@ -2,10 +2,11 @@
 
 fan-out (itemrooms, plain, tutorial), then latency at half of the plain
 server's fan-out capacity as measured by that fan-out run (median deliveries/s
-/ members / 2), then idle memory, then the connection storm. Each scenario
-writes its own JSON and PNG in bench/results/ and prints its table; the exit
-status is non-zero when any of them failed. The Redis scenario is not part of
-it (it needs redis-server): ``python -m bench.fanout --scenario redis``.
+/ members / 2), then idle memory, the connection storm, many small rooms and
+the slow consumer. Each scenario writes its own JSON and PNG in
+bench/results/ and prints its table; the exit status is non-zero when any of
+them failed. The Redis scenario is not part of it (it needs redis-server):
+``python -m bench.fanout --scenario redis``.
 """
 
 import argparse
@@ -13,7 +14,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from bench import fanout, latency, memory, storm
+from bench import fanout, latency, memory, slowconsumer, smallrooms, storm
 from bench.fanout import RESULTS
 from bench.servers import PLAIN
 
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     statuses["memory"] = memory.main([*common, "--out", str(RESULTS / f"memory-{stamp}.json")])
     print("\n=== connection storm ===", flush=True)
     statuses["storm"] = storm.main([*common, "--out", str(RESULTS / f"storm-{stamp}.json")])
+    print("\n=== many small rooms ===", flush=True)
+    small_json = RESULTS / f"smallrooms-{stamp}.json"
+    statuses["smallrooms"] = smallrooms.main([*common, "--out", str(small_json)])
+    print("\n=== slow consumer ===", flush=True)
+    slow_json = RESULTS / f"slowconsumer-{stamp}.json"
+    statuses["slowconsumer"] = slowconsumer.main([*common, "--out", str(slow_json)])
     failed = [name for name, status in statuses.items() if status]
     verdicts = ", ".join(f"{name} {'FAILED' if s else 'ok'}" for name, s in statuses.items())
     print(f"\nscenarios: {verdicts}")

@@ -5,7 +5,7 @@ quick run exits non-zero when a member missed a message, a server failed, or
 (the storm) a bad token was not refused as the protocol says; that, the JSON
 and the plot next to it (when matplotlib, the ``bench`` extra, is installed)
 are what is asserted. Each scenario is a subprocess with its own bounded
-timeout; the four together take about 45 s on a two-core machine.
+timeout; the six together take about 100 s on a two-core machine.
 """
 
 import importlib.util
@@ -76,4 +76,35 @@ def test_storm_quick_refuses_every_bad_token(tmp_path: Path) -> None:
     report = run_quick("bench.storm", tmp_path / "storm.json", "--connections", "200")
     itemrooms = [run for run in report["runs"] if run["server"] == "itemrooms"]
     assert itemrooms and all(run["bad"] == {"close 1008 invalid_token": 20} for run in itemrooms)
+    assert report["problems"] == []
+
+
+@pytest.mark.timeout(60)
+def test_smallrooms_quick(tmp_path: Path) -> None:
+    report = run_quick("bench.smallrooms", tmp_path / "smallrooms.json")
+    assert set(report["summary"]) == {"itemrooms", "plain", "tutorial"}
+    for summary in report["summary"].values():
+        assert summary["dlv/s"] > 0 and summary["p99 ms"] > 0
+        assert summary["lost"] == summary["disorder"] == 0
+    assert set(report["ratios_itemrooms_over"]) == {"plain", "tutorial"}
+    assert all(run["rooms"] == 50 and run["load_cpu_pct"] > 0 for run in report["runs"])
+    assert report["problems"] == []
+
+
+@pytest.mark.timeout(60)
+def test_slowconsumer_quick(tmp_path: Path) -> None:
+    report = run_quick("bench.slowconsumer", tmp_path / "slowconsumer.json")
+    assert set(report["summary"]) == {
+        f"{server}/{variant}"
+        for server in ("itemrooms", "plain", "tutorial")
+        for variant in ("reading", "slow")
+    }
+    runs = {(run["server"], run["variant"]): run for run in report["runs"]}
+    for (_, variant), run in runs.items():
+        assert run["rss_kib"] and run["latency_us"]["p99"] > 0
+        # What the slow member saw when it read again: frames, and a close or none.
+        assert ("outcome" in run["slow"]) == (variant == "slow")
+    assert runs[("itemrooms", "slow")]["lost"] == 0
+    assert runs[("itemrooms", "reading")]["lost"] == 0
+    assert "itemrooms slow/reading" in report["ratios"]
     assert report["problems"] == []
