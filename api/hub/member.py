@@ -101,7 +101,8 @@ class Member:
         self._direct = direct if batch is not None else None
         self._batch = batch
         self._limit = limit
-        self._queue: deque[QueueItem] = deque()
+        # Made when first needed, and dropped when drained: an idle connection holds none.
+        self._queue: deque[QueueItem] | None = None
         self._pending: list[bytes] = []  # frames for the end of this loop turn
         self._writer: asyncio.Task[None] | None = None
         # True only while the writer waits for the socket: push() then knows the
@@ -137,7 +138,7 @@ class Member:
             if self._observe is not None and frame.accepted_at:
                 self._observe(time.time() - frame.accepted_at)
             return True
-        queued = len(self._queue)
+        queued = len(self._queue) if self._queue else 0
         if queued >= self._limit and not force:
             if self._blocked or queued >= self._limit * BURST_CAP_FACTOR:
                 return False
@@ -155,7 +156,7 @@ class Member:
             return
         self.close_with = close
         if drop_queued:
-            self._queue.clear()
+            self._queue = None
             self._pending.clear()
         self._enqueue(close)
 
@@ -184,11 +185,14 @@ class Member:
             await asyncio.wait({writer}, timeout=timeout)
 
     def _enqueue(self, item: QueueItem) -> None:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
         if self._pending:
             # Frames of this turn not yet written go before what is queued now.
-            self._queue.append(b"".join(self._pending))
+            queue.append(b"".join(self._pending))
             self._pending.clear()
-        self._queue.append(item)
+        queue.append(item)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(
                 self._write_queue(), name=f"writer {self.client_id}"
@@ -197,9 +201,8 @@ class Member:
     async def _write_queue(self) -> None:
         """Send queued frames until the queue is empty, a close is sent, or the socket
         is gone; then make way for direct writes again."""
-        queue = self._queue
         try:
-            while queue:
+            while queue := self._queue:  # a close without the queued frames replaces it
                 item = queue.popleft()
                 if isinstance(item, Close):
                     await self._send(
@@ -217,8 +220,8 @@ class Member:
             raise
         except Exception as exc:  # the client is gone: its reader sees the disconnect
             log.debug("writer %s stopped: %r", self.client_id, exc)
-            queue.clear()
         finally:
+            self._queue = None
             self._writer = None
             self._blocked = False
 
