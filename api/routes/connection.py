@@ -48,6 +48,7 @@ log = logging.getLogger("itemrooms.rooms")
 
 PONG_MESSAGE = Outgoing(PONG)
 SAMPLE_EVERY = 16
+MAX_PUBLISHING = 64  # publishes of one connection waiting for the backend
 CLOSE_WAIT_S = 2.0
 NOT_ALLOWED = "token lacks items:write for this item"
 UNAVAILABLE = "not published: the service is briefly unavailable; retry"
@@ -82,6 +83,7 @@ class Connection:
         )
         self.bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
         self._expiry: asyncio.TimerHandle | None = None
+        self._publishing: set[asyncio.Task[None]] | None = None  # made at the first publish
 
     async def serve(self, since: int | None) -> None:
         await self.websocket.accept(subprotocol=accepted_subprotocol(self.websocket))
@@ -176,18 +178,37 @@ class Connection:
                 continue
             if isinstance(frame, Publish):
                 if self._may_send(frame.ref):
-                    try:
-                        await self.hub.publish(self.item_id, member.sender, frame.data, frame.ref)
-                    except BackendUnavailable:
-                        # Never dropped silently: the sender learns it was not published.
-                        self.hub.metrics.backend_errors.inc()
-                        self._error("unavailable", UNAVAILABLE, frame.ref)
-                    else:
-                        self.hub.metrics.published.labels("websocket").inc()
+                    await self._start_publish(frame)
             elif isinstance(frame, Ping):
                 self._reply(PONG_MESSAGE)
             else:
                 await self._refresh(frame)
+
+    async def _start_publish(self, frame: Publish) -> None:
+        """Publish without waiting for the backend, so that the next frames are read
+        meanwhile (with Redis, a burst then takes one round trip, not one per message).
+
+        Tasks start in the order they are created and every backend takes a publish
+        in hand before its first await, so a client's messages keep their order. At
+        most MAX_PUBLISHING are in flight: beyond that, reading waits."""
+        publishing = self._publishing
+        if publishing is None:
+            publishing = self._publishing = set()
+        while len(publishing) >= MAX_PUBLISHING:
+            await asyncio.wait(publishing, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.get_running_loop().create_task(self._publish(frame))
+        publishing.add(task)
+        task.add_done_callback(publishing.discard)
+
+    async def _publish(self, frame: Publish) -> None:
+        try:
+            await self.hub.publish(self.item_id, self.member.sender, frame.data, frame.ref)
+        except BackendUnavailable:
+            # Never dropped silently: the sender learns it was not published.
+            self.hub.metrics.backend_errors.inc()
+            self._error("unavailable", UNAVAILABLE, frame.ref)
+        else:
+            self.hub.metrics.published.labels("websocket").inc()
 
     async def _refresh(self, frame: Refresh) -> None:
         """A newer token for the same user: its permissions apply from now on."""

@@ -1,11 +1,14 @@
 """What only the Redis backend does: key expiry, and its layout in Redis."""
 
 import asyncio
+from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from api.hub.backends.base import Sender
 from api.hub.backends.redis import RedisBackend
+from api.hub.backends.redis_publish import PublishPipeline
 from tests.hub.conftest import REDIS_URL, RedisFactory
 
 ALICE = Sender("alice", "c_a")
@@ -48,3 +51,38 @@ async def test_a_quiet_room_with_members_keeps_its_seq_past_the_ttl(
     await asyncio.sleep(2.5)  # the behaviour under test is time passing beyond the TTL
     assert (await node.snapshot("kept", None)).seq == 1
     assert (await node.snapshot("dropped", None)).seq == 0
+
+
+async def test_concurrent_publishes_keep_their_order_and_share_round_trips(
+    redis_nodes: RedisFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, _ = await redis_nodes()
+    pipelines = 0
+    send = PublishPipeline._pipeline
+
+    async def counting(self: PublishPipeline, batch: list[Any]) -> list[Any]:
+        nonlocal pipelines
+        pipelines += 1
+        return await send(self, batch)
+
+    monkeypatch.setattr(PublishPipeline, "_pipeline", counting)
+    seqs = await asyncio.gather(*(node.publish("r", ALICE, b"%d" % i, None) for i in range(100)))
+    assert seqs == list(range(1, 101))  # call order is seq order
+    assert 1 <= pipelines <= 5  # batched: not one round trip per publish
+    history = (await node.snapshot("r", 0)).messages
+    assert [m.data for m in history] == [b"%d" % i for i in range(100)]
+
+
+async def test_publishing_goes_on_after_redis_forgets_its_scripts(
+    redis_nodes: RedisFactory,
+) -> None:
+    node, _ = await redis_nodes()
+    assert await node.publish("r", ALICE, b"1", None) == 1
+    client = aioredis.Redis.from_url(REDIS_URL)
+    await client.script_flush()  # what a Redis restart does to the script cache
+    await client.aclose()
+    assert await asyncio.gather(*(node.publish("r", ALICE, b"2", None) for _ in range(3))) == [
+        2,
+        3,
+        4,
+    ]

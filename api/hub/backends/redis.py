@@ -45,9 +45,10 @@ try:
     from redis import asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
-    from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - exercised by hand without the extra
     raise ImportError("the Redis backend needs redis-py: pip install 'itemrooms[redis]'") from exc
+
+from api.hub.backends.redis_publish import REDIS_ERRORS, PublishPipeline  # needs redis-py
 
 log = logging.getLogger("itemrooms.redis")
 
@@ -56,7 +57,6 @@ COMMAND_TIMEOUT_S = 5.0
 LISTEN_POLL_S = 1.0
 RETRY_CAP_S = 2.0
 POOL_SIZE = 32
-REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
 @dataclass(slots=True)
@@ -102,6 +102,7 @@ class RedisBackend:
             name: self._redis.register_script(getattr(redis_scripts, name))
             for name in ("PUBLISH", "JOIN", "LEAVE", "REAP", "RESEED")
         }
+        self._publishes = PublishPipeline(self._redis, self._scripts["PUBLISH"])
         self._rooms: dict[str, _Room] = {}  # subscribed rooms
         self._local: dict[tuple[str, str], Sender] = {}  # (item, client_id) this node joined
         self._pending_leaves: dict[tuple[str, str], Sender] = {}  # left while Redis was away
@@ -155,6 +156,7 @@ class RedisBackend:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._publishes.stop()
         self._sink = None
         with contextlib.suppress(*REDIS_ERRORS):
             # Leave events for whoever is still connected here, for the other processes.
@@ -193,8 +195,7 @@ class RedisBackend:
         keys = [self._key("seq", item_id), self._key("history", item_id), self._channel(item_id)]
         args = [sender.user, sender.client_id, ref or "", data, self._history_size]
         args.append(self._history_ttl_ms)
-        seq: int = await self._run("PUBLISH", keys, args)
-        return seq
+        return await self._publishes.publish(keys, args)
 
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         head = orjson.dumps([sender.user, sender.client_id])
