@@ -74,6 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry looks for configured providers on every request
+        # and handshake: opt-in (ITEMROOMS_OPENTELEMETRY), as /metrics covers the basics.
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
     )
     app.state.settings = settings
     app.state.verifier = make_verifier(settings)

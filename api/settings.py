@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     # One line per HTTP request and per WebSocket handshake (api/access_log.py).
     access_log: bool = False
+    # FastAPI's built-in OpenTelemetry spans, metrics and logs, for an app that
+    # configures an OpenTelemetry SDK (off: checked on every handshake otherwise).
+    opentelemetry: bool = False
     # Protocol-level pings: a peer that does not answer within the timeout is dropped.
     ping_interval_s: float = Field(20.0, gt=0)
     ping_timeout_s: float = Field(20.0, gt=0)

@@ -82,3 +82,13 @@ def test_public_key_only_needs_no_secret() -> None:
 def test_public_key_algorithms_need_a_key_source() -> None:
     with pytest.raises(ValidationError, match="ITEMROOMS_JWT_PUBLIC_KEY or ITEMROOMS_JWKS_URL"):
         Settings(jwt_algorithms="RS256")
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_fastapi_opentelemetry_follows_the_setting(on: bool) -> None:
+    """Off by default: FastAPI would otherwise look for providers on every handshake."""
+    from api.app import create_app
+
+    app = create_app(Settings(jwt_secret=GOOD, opentelemetry=on))
+    config = app._telemetry  # FastAPI keeps what it was given here
+    assert (config["tracing"], config["metrics"], config["logs"]) == (on, on, on)
