@@ -14,9 +14,13 @@ Why it is built this way:
   not the server, was the bottleneck. bench/fanout.py measures this
   generator's own ceiling against bench/baselines/blast.py (a server that
   costs almost nothing per delivery) in every run and reports it;
-- receivers never parse JSON for ``message`` frames: one prefix test and one
-  integer slice for ``seq`` are the whole per-frame work; everything else
-  (welcome, presence, errors, close) takes the slow path;
+- receivers never parse JSON for ``message`` frames. Every member of the room
+  receives the same sequence, so the process builds, once, the bytes each
+  message starts with up to its ``seq`` (``{"type":"message",…,"seq":18,``),
+  learned from the first message; a member's next frame normally starts with
+  the head of ``last_seq + 1``, and one ``startswith`` is the whole check.
+  Anything else (a gap, a duplicate, welcome, presence, errors, close) takes
+  the slow path, which parses ``seq`` as an integer slice;
 - ``seq`` is checked per member, so a lost, duplicated or reordered message is
   counted, not just a short total;
 - the ``ready`` barrier waits until every member knows every other one (the
@@ -75,6 +79,7 @@ MAX_FRAME_BYTES = 2**22  # a welcome lists every member: 1,000 members are ~60 K
 TEXT = WSMsgType.TEXT
 CLOSE = WSMsgType.CLOSE
 CONTINUATION = WSMsgType.CONTINUATION
+NO_MATCH = b"\xff"  # no JSON text starts with this byte
 
 
 class State:
@@ -101,6 +106,18 @@ class State:
         self.window = 0
         self.sent = 0
         self.frames: list[bytes] = []  # the windowed publisher's publish frames, pre-encoded
+        # heads[n]: what message n starts with, up to and with its seq digits and the comma
+        # after them; NO_MATCH until the first message shows the prefix. Filled in place:
+        # every member holds this same list.
+        self.heads: list[bytes] = [NO_MATCH] * (messages + 2)
+        self.prefix: bytes | None = None
+
+    def learn(self, prefix: bytes, seq: int) -> None:
+        """The first message's bytes before its seq digits make every later head."""
+        if self.prefix is not None:
+            return
+        self.prefix = prefix
+        self.heads[:] = [b"%s%d," % (prefix, n) for n in range(seq + self.messages + 2)]
 
     def check_ready(self) -> None:
         if self.knowing >= self.expected and len(self.members) >= self.expected:
@@ -121,8 +138,9 @@ class Member(WSListener):
     """One member's connection: its callbacks count what it receives.
 
     picows calls ``on_ws_frame`` for every frame, synchronously, with a view of
-    its read buffer; nothing here awaits. The fast path (a ``message`` frame)
-    is a prefix test, an integer slice for ``seq`` and a few counters."""
+    its read buffer; nothing here awaits. The fast path (the message that
+    follows the last one this member received) is one ``startswith`` and a few
+    counters."""
 
     __slots__ = (
         "index",
@@ -141,8 +159,7 @@ class Member(WSListener):
         "close",
         "last",
         "fragments",
-        "prefix",
-        "seq_at",
+        "heads",
     )
 
     def __init__(self, state: State, index: int, server: int, publisher: bool) -> None:
@@ -163,37 +180,32 @@ class Member(WSListener):
         self.close: tuple[int, str] | None = None  # close code and reason from the server
         self.last = 0.0  # when its last message frame arrived
         self.fragments: list[bytes] | None = None  # a fragmented text frame (rare)
-        # What a message frame starts with up to its seq digits, learned from the first
-        # one; until then nothing matches (no JSON text starts with 0xff).
-        self.prefix = b"\xff"
-        self.seq_at = 0
+        self.heads = state.heads  # the process's list, filled in place
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         raw = frame.get_payload_as_bytes()
-        if raw.startswith(self.prefix) and frame.fin:
-            i = self.seq_at
-            try:
-                self.on_message(raw, i, raw.find(b",", i))
-            except ValueError:  # no integer where seq (or t) should be: not ours to count
-                self.other += 1
+        try:
+            head = self.heads[self.last_seq + 1]
+        except IndexError:  # beyond the messages expected: the slow path parses it
+            head = NO_MATCH
+        if raw.startswith(head) and frame.fin:
+            self.last_seq += 1
+            self.on_message(raw)
         else:
             self.slow_frame(transport, frame, raw)
 
-    def on_message(self, raw: bytes, i: int, j: int) -> None:
-        """Count one ``message`` frame whose ``seq`` digits are ``raw[i:j]``."""
-        seq = int(raw[i:j])
-        if seq > self.last_seq:
-            self.gaps += seq - self.last_seq - 1
-            self.last_seq = seq
-        else:
-            self.disorder += 1
+    def on_message(self, raw: bytes) -> None:
+        """Count one ``message`` frame (its ``seq`` is checked already)."""
         state = self.state
         if state.timed:
-            k = raw.find(SENT_AT, j) + 4
-            sent = int(raw[k : raw.find(b",", k)])
+            k = raw.find(SENT_AT) + 4
+            try:
+                sent = int(raw[k : raw.find(b",", k)])
+            except ValueError:  # no send time in the data: counted, no sample
+                sent = -1
             if sent >= state.record_from_ns:
                 state.latencies.append((monotonic_ns() - sent) / 1000)
         self.count += 1
@@ -206,9 +218,25 @@ class Member(WSListener):
         if self.publisher:
             state.pump()
 
+    def check_seq(self, raw: bytes) -> bool:
+        """The slow path's ``seq`` check (gaps, disorder); False if ``seq`` is no integer."""
+        i = raw.find(SEQ) + 6
+        try:
+            seq = int(raw[i : raw.find(b",", i)])
+        except ValueError:
+            return False
+        self.state.learn(raw[:i], seq)
+        if seq > self.last_seq:
+            self.gaps += seq - self.last_seq - 1
+            self.last_seq = seq
+        else:
+            self.disorder += 1
+        return True
+
     def slow_frame(self, transport: WSTransport, frame: WSFrame, raw: bytes) -> None:
         """Everything the fast path does not take: welcome, presence, close, errors, the
-        first ``message`` (which teaches the fast path its prefix), fragmented frames."""
+        first ``message`` (which teaches the fast path its heads), a message out of
+        sequence, fragmented frames."""
         kind = frame.msg_type
         if kind == CLOSE:
             self.on_close(transport, raw)
@@ -227,15 +255,8 @@ class Member(WSListener):
             self.other += 1
             return
         if raw.startswith(MESSAGE):
-            i = raw.find(SEQ) + 6
-            if i >= 6:
-                # Every message of the room starts the same up to its seq digits
-                # ({"type":"message","item_id":…,"seq":): the fast path tests that.
-                self.prefix, self.seq_at = raw[:i], i
-                try:
-                    self.on_message(raw, i, raw.find(b",", i))
-                except ValueError:
-                    self.other += 1
+            if self.check_seq(raw):
+                self.on_message(raw)
             else:
                 self.other += 1
         elif raw.startswith(PRESENCE):
