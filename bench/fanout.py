@@ -42,6 +42,7 @@ from typing import Any
 
 from bench.plot import Bars, write_plot
 from bench.report import (
+    FULL_PCT,
     Summary,
     ceiling_bound,
     per_core_ratios,
@@ -264,9 +265,11 @@ def ceiling_report(c: Summary, runs: list[RunResult], summaries: list[Summary]) 
         "load_core_others_pct": c.other_load_core,
         "blast_server_cpu_pct": c.server_pct,
         "blast_server_us_per_delivery": c.server_us,
-        # True: the generator's core was the full one, so this is its ceiling; False: a
-        # lower bound for it (the blast server or latency limited the run).
+        # generator_bound and not blast_core_full: this is the generator's ceiling; both:
+        # the generator can receive at least this much; otherwise a lower bound too (the
+        # blast server or latency limited the run).
         "generator_bound": ceiling_bound(c),
+        "blast_core_full": c.server_pct + c.other_server_core >= FULL_PCT,
         "fraction_by_server": {s.server: round(s.of_ceiling, 3) for s in summaries},
         "load_cpu_pct_by_server": {s.server: s.load_pct for s in summaries},
         "summary": asdict(c),

@@ -236,7 +236,8 @@ def summarize_ceiling(runs: list[RunResult], server_cpu: str, load_cpu: str) -> 
         return whole
     best = max(ok, key=lambda r: r.deliveries_per_s)
     fastest = summarize(CEILING, [best], server_cpu, load_cpu)
-    bound = ceiling_bound(fastest)
+    blast_full = fastest.server_pct + fastest.other_server_core >= FULL_PCT
+    bound = ceiling_bound(fastest) and not blast_full
     role = "its ceiling" if bound else "a lower bound for its ceiling"
     return replace(
         fastest,
@@ -269,9 +270,15 @@ def ceiling_lines(c: Summary, summaries: list[Summary]) -> list[str]:
         f"(+{c.other_load_core:.0f}% others), the blast server's {c.server_pct:.0f}% "
         f"({c.server_us:.1f} µs/delivery)"
     )
-    if ceiling_bound(c):
+    blast_full = c.server_pct + c.other_server_core >= FULL_PCT
+    if ceiling_bound(c) and not blast_full:
         why = "  the generator's core was the full one: this is the most it can receive"
-    elif c.server_pct + c.other_server_core >= FULL_PCT:
+    elif ceiling_bound(c):
+        why = (
+            "  both cores were full (the blast server's writes cost the kernel about as much "
+            "as the generator's reads): the generator can receive at least this much"
+        )
+    elif blast_full:
         why = (
             f"  the server's core was full (blast {c.server_pct:.0f}% + others "
             f"{c.other_server_core:.0f}%), not the generator's: the ceiling is higher still"
