@@ -274,10 +274,7 @@ def ceiling_lines(c: Summary, summaries: list[Summary]) -> list[str]:
     if ceiling_bound(c) and not blast_full:
         why = "  the generator's core was the full one: this is the most it can receive"
     elif ceiling_bound(c):
-        why = (
-            "  both cores were full (the blast server's writes cost the kernel about as much "
-            "as the generator's reads): the generator can receive at least this much"
-        )
+        why = "  both cores were full: the generator can receive at least this much"
     elif blast_full:
         why = (
             f"  the server's core was full (blast {c.server_pct:.0f}% + others "
