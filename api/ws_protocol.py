@@ -30,6 +30,7 @@ from websockets.server import ServerProtocol
 from api.access_log import CONNECTIONS_LOGGER
 from api.close_codes import GOING_AWAY, MESSAGE_TOO_BIG
 from api.hub.member import DIRECT_SOCKET
+from api.ws_primitives import Flag, ReceiveQueue
 
 HANDSHAKE_TIMEOUT_S = 10.0
 
@@ -46,6 +47,9 @@ class RoomsServerConnection(ServerProtocol):
 class RoomsWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = ReceiveQueue()  # type: ignore[assignment]  # api/ws_primitives.py
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
         # Per-connection lines (and errors) on a logger of their own (api/access_log.py).
         self.logger = logging.getLogger(CONNECTIONS_LOGGER)
         self.conn = RoomsServerConnection(
