@@ -167,7 +167,8 @@ def measure(
     loads[0].send("publisher")  # joins last: see bench/loadgen.py
     for load in loads:
         load.expect("ready", setup)
-    time.sleep(0.5)  # let the last presence writes settle before the clock starts
+    # "ready" means every member has received every presence join: the server has
+    # nothing of the setup left to write when the clock starts.
     cores = tuple(c for c in (cfg.server_cpu, cfg.load_cpu) if c is not None)
     cores_a, servers_a = core_times(cores), [server.cpu_s() for server in servers]
     redis_a = redis.cpu_s() if redis is not None else 0.0
