@@ -76,7 +76,6 @@ P99_TARGET = 2.0  # itemrooms' p99 with the slow member at most this times witho
 SAMPLE_EVERY_S = 0.1
 EVICTED = "slow_consumer"
 KEEPALIVE = "keepalive ping timeout"
-HISTORY_SIZE = 1000  # ITEMROOMS_HISTORY_SIZE's default: messages kept per room
 CLOSES_METRIC = "itemrooms_server_closes_total"
 
 
@@ -290,6 +289,20 @@ def slow_outcome(r: Result) -> str:
     return f"got {got}/{r.sent}, {r.slow.get('outcome', '?')}"
 
 
+def slow_outcomes(runs: list[Result]) -> str:
+    """The slow member's fate over runs: each ending with its count, and what it got."""
+    endings: dict[str, int] = {}
+    for r in runs:
+        ending = r.slow.get("outcome", "?")
+        endings[ending] = endings.get(ending, 0) + 1
+    got = [r.slow.get("received", 0) for r in runs]
+    sent = [r.sent for r in runs]
+    words = ", ".join(f"{e} x{n}" if len(runs) > 1 else e for e, n in endings.items())
+    span = f"{min(got)}" if min(got) == max(got) else f"{min(got)}-{max(got)}"
+    of = f"{min(sent)}" if min(sent) == max(sent) else f"{min(sent)}-{max(sent)}"
+    return f"got {span} of {of}; {words}" if runs else "-"
+
+
 def run_line(r: Result) -> str:
     tag = f"  {r.server:<10} {r.variant:<8} run {r.run}:"
     if not r.ok:
@@ -325,7 +338,7 @@ def summarize(results: dict[tuple[str, str], list[Result]]) -> dict[str, dict[st
         s: dict[str, Any] = {key: med([f(r) for r in ok]) for key, f in METRICS.items()}
         s["lost total"] = sum(r.lost for r in runs)
         s["failed runs"] = sum(1 for r in runs if not r.ok)
-        s["slow member"] = [slow_outcome(r) for r in ok] if variant == "slow" else []
+        s["slow member"] = slow_outcomes(ok) if variant == "slow" else ""
         evictions = [r.evicted_after_s for r in ok if r.evicted_after_s is not None]
         s["evicted after s"] = med(evictions) if evictions else None
         summary[f"{name}/{variant}"] = s
@@ -344,7 +357,7 @@ def table(summary: dict[str, dict[str, Any]], title: str) -> list[str]:
         cells = " ".join(
             f"{s[k]:>9,.0f}" if k in ("sent", "lost") else f"{s[k]:>9.2f}" for k in keys
         )
-        slow = "; ".join(s["slow member"]) or "-"
+        slow = s["slow member"] or "-"
         if s["evicted after s"] is not None:
             slow += f" (evicted {s['evicted after s']:.1f} s after go)"
         lines.append(f"{key:<20} {cells}  {slow}")
@@ -365,15 +378,16 @@ def ratios(summary: dict[str, dict[str, Any]], servers: list[str]) -> dict[str, 
         for variant in VARIANTS:
             mine, theirs = summary.get(f"{ITEMROOMS}/{variant}"), summary.get(f"{base}/{variant}")
             if mine and theirs:
-                found[f"itemrooms/{base} {variant}"] = {
+                entry = found[f"itemrooms/{base} {variant}"] = {
                     "p50": round(ratio(mine["p50 ms"], theirs["p50 ms"]), 3),
                     "p99": round(ratio(mine["p99 ms"], theirs["p99 ms"]), 3),
-                    "rss_growth": round(ratio(mine["+RSS MiB"], theirs["+RSS MiB"]), 3),
                 }
-                if variant == "slow":
-                    found[f"itemrooms/{base} {variant}"]["rss_growth_over_reading"] = round(
-                        ratio(mine["+RSS-read"], theirs["+RSS-read"]), 3
-                    )
+                # Memory ratios only against a growth that means something (1 MiB or more).
+                if theirs["+RSS MiB"] >= 1:
+                    entry["rss_growth"] = round(ratio(mine["+RSS MiB"], theirs["+RSS MiB"]), 3)
+                if variant == "slow" and theirs["+RSS-read"] >= 1:
+                    growth = ratio(mine["+RSS-read"], theirs["+RSS-read"])
+                    entry["rss_growth_over_reading"] = round(growth, 3)
     return found
 
 
@@ -388,7 +402,10 @@ def ratio_lines(found: dict[str, dict[str, float]]) -> list[str]:
             met = "met" if 0 < r["p99"] <= P99_TARGET else "NOT met"
             target = f"   target p99 <= {P99_TARGET:g}x: {met}"
         lines.append(f"{key:<32} {r['p50']:>7.2f}x {r['p99']:>7.2f}x {rss}{target}")
-    lines.append("(itemrooms/baseline below 1 = itemrooms faster or smaller)")
+    lines.append(
+        "(itemrooms/baseline below 1 = itemrooms faster or smaller; memory ratios only where "
+        "the baseline grew by 1 MiB or more)"
+    )
     return lines
 
 
@@ -396,25 +413,28 @@ def notes(results: dict[tuple[str, str], list[Result]], cfg: Config) -> list[str
     """What happened to the room and the slow member, per server, in words."""
     lines = []
     frame_kib = (cfg.data_bytes + 200) / 1024
-    bound = (HISTORY_SIZE + cfg.send_queue) * frame_kib / 1024
+    bound = cfg.send_queue * frame_kib / 1024
     for (name, variant), runs in results.items():
         ok = [r for r in runs if r.ok]
         if variant != "slow" or not ok:
             continue
         lost = sum(r.lost for r in ok)
         expected = sum(r.expected for r in ok)
-        growth = max(r.rss_growth_mib for r in ok)
         load = max(r.load_cpu_pct for r in ok)
+        growth = med([r.rss_growth_mib for r in ok])
+        reading = [r.rss_growth_mib for r in results.get((name, "reading"), []) if r.ok]
+        slope = med([r.rss_slope_mib_s for r in ok])
         words = [f"others lost {lost} of {expected}"]
+        cost = f"RSS +{growth:.1f} MiB"
+        if reading:
+            cost += f", {growth - med(reading):+.1f} MiB over the reading runs"
+        cost += f", {slope:+.2f} MiB/s at the end"
         if name == ITEMROOMS:
             closes = [r.slow_consumer_closes for r in ok]
             words.append(f"/metrics slow_consumer closes {closes}")
-            words.append(
-                f"RSS growth up to {growth:.1f} MiB (history {HISTORY_SIZE} + queue "
-                f"{cfg.send_queue} frames of ~{frame_kib:.1f} KiB = {bound:.0f} MiB)"
-            )
-        else:
-            words.append(f"RSS growth up to {growth:.1f} MiB")
+            cost += f" (its queue: at most {cfg.send_queue} frames of ~{frame_kib:.1f} KiB = "
+            cost += f"{bound:.0f} MiB)"
+        words.append(cost)
         if any(r.wait != "complete" for r in ok):
             words.append(
                 f"the room STOPPED delivering (waited until nothing came for {cfg.idle_s:g} s)"

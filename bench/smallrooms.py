@@ -56,7 +56,7 @@ from bench.roomsbench import (
     write_png,
 )
 from bench.servers import ITEMROOMS, PLAIN, SPECS, TUTORIAL, start_server, stop_server
-from bench.system import core_times, raise_nofile_limit
+from bench.system import core_times, process_rss_kib, raise_nofile_limit
 
 SERVERS = (ITEMROOMS, PLAIN, TUTORIAL)
 BASELINES = (PLAIN, TUTORIAL)
@@ -121,6 +121,8 @@ class Result:
     other_busy_pct: dict[str, float] = field(default_factory=dict)
     setup_s: float = 0.0
     setup_server_cpu_s: float = 0.0
+    rss_start_kib: int = 0  # the server's RSS at go
+    rss_end_kib: int = 0  # and once every message was delivered
     log_problem_count: int = 0
     log_problems: list[str] = field(default_factory=list)
     latency_files: list[str] = field(default_factory=list)
@@ -162,6 +164,7 @@ def measure(result: Result, cfg: Config, server: Child, loads: list[Child], star
     time.sleep(0.5)  # the last presence and welcome writes settle
     result.setup_s = time.monotonic() - started
     result.setup_server_cpu_s = server.cpu_s()
+    result.rss_start_kib = process_rss_kib(server.pid) or 0
     mark = len(server.lines)
     for load in loads:
         load.send("go")
@@ -179,6 +182,7 @@ def measure(result: Result, cfg: Config, server: Child, loads: list[Child], star
     for load in loads:
         load.expect("published", wait)
     done = [load.expect("done", wait) for load in loads]
+    result.rss_end_kib = process_rss_kib(server.pid) or 0
 
     window = max(wall_b - wall_a, 1e-9)
     result.window_s = window
@@ -271,7 +275,8 @@ def run_line(r: Result) -> str:
         f"p99 {lat.get('p99', 0) / 1e3:7.2f} ms | srv {r.server_us_per_delivery:5.1f} µs/dlv "
         f"{r.server_cpu_pct:3.0f}% | load {r.load_cpu_pct:3.0f}% "
         f"{r.load_us_per_frame:4.1f} µs/frame, lag p99 {lag.get('p99', 0) / 1e3:5.1f} ms | "
-        f"lost {r.lost} disorder {r.disorder} closes {r.closes or '-'} | "
+        f"lost {r.lost} disorder {r.disorder} closes {r.closes or '-'} | RSS "
+        f"{r.rss_start_kib / 1024:.0f}+{(r.rss_end_kib - r.rss_start_kib) / 1024:.0f} MiB | "
         f"others {r.other_busy_pct} | setup {r.setup_s:.0f}s"
     )
 
@@ -284,8 +289,10 @@ METRICS: dict[str, Callable[[Result], float]] = {
     "srv CPU%": lambda r: r.server_cpu_pct,
     "load CPU%": lambda r: r.load_cpu_pct,
     "lag p99 ms": lambda r: r.schedule_lag_us.get("p99", 0.0) / 1e3,
+    "+RSS MiB": lambda r: (r.rss_end_kib - r.rss_start_kib) / 1024,
 }
-RATIO_KEYS = ("dlv/s", "p50 ms", "p99 ms", "srv µs/dlv")
+RATIO_KEYS = ("dlv/s", "p50 ms", "p99 ms", "srv µs/dlv", "+RSS MiB")
+INTEGERS = ("dlv/s", "lost", "disorder", "rooms with loss", "closed")
 
 
 def summarize(results: dict[str, list[Result]]) -> dict[str, dict[str, float]]:
@@ -308,10 +315,7 @@ def table(summary: dict[str, dict[str, float]], title: str) -> list[str]:
     head = f"{'server':<10} {'expected':>9} " + " ".join(f"{k:>11}" for k in keys)
     lines = [title, head, "-" * len(head)]
     for name, s in summary.items():
-        cells = " ".join(
-            f"{s[k]:>11,.0f}" if k in ("dlv/s", "lost", "disorder", "closed") else f"{s[k]:>11.2f}"
-            for k in keys
-        )
+        cells = " ".join(f"{s[k]:>11,.0f}" if k in INTEGERS else f"{s[k]:>11.2f}" for k in keys)
         lines.append(f"{name:<10} {s['expected dlv/s']:>9,.0f} {cells}")
     return lines
 
