@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from api.frames import MemberModel, MessageFrame, depth
+from api.frames import MemberModel, MessageFrame, compact_json, depth
 from api.hub.backends.base import BackendUnavailable, Message, Sender
 from api.hub.hub import Hub
 from api.settings import Settings
@@ -104,7 +104,7 @@ async def publish(
     hub = hub_of(request)
     try:
         seq = await hub.publish(
-            item_id, Sender(claims.sub, HTTP_CLIENT_ID), orjson.dumps(body.data), None
+            item_id, Sender(claims.sub, HTTP_CLIENT_ID), compact_json(body.data), None
         )
     except BackendUnavailable as exc:
         hub.metrics.backend_errors.inc()

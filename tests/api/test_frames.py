@@ -86,3 +86,17 @@ def test_frames_the_parser_refuses_are_invalid_models(text: str) -> None:
         parse_client_frame(text)
     with pytest.raises(ValueError):
         CLIENT.validate_json(text)
+
+
+def test_published_data_owns_no_more_memory_than_its_length() -> None:
+    """A room's history keeps it: orjson's working buffer must not come along."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [parse_client_frame('{"type":"publish","data":{"p":"x"}}') for _ in range(100)]
+        per_frame = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_frame < 1024, per_frame  # orjson's own bytes would take about 4 KiB each
