@@ -45,3 +45,17 @@ async def test_activity_keeps_a_room() -> None:
     assert backend.sweep() == 0
     assert [m.seq for m in (await backend.snapshot("r", 0)).messages] == [1, 2]
     await backend.stop()
+
+
+async def test_history_is_not_tracked_by_the_garbage_collector() -> None:
+    """Hundreds of thousands of stored messages must not lengthen full collections."""
+    import gc
+
+    backend = MemoryBackend(history_size=10)
+    await backend.start(Recorder())
+    await backend.publish("r", ALICE, b'{"n":1}', "ref")
+    gc.collect()
+    stored = backend._rooms["r"].history[0]
+    assert not gc.is_tracked(stored)
+    [message] = (await backend.snapshot("r", 0)).messages
+    assert (message.seq, message.sender, message.data, message.ref) == (1, ALICE, b'{"n":1}', None)
