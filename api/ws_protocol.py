@@ -98,6 +98,22 @@ class RoomsWebSocketProtocol(WebSocketsSansIOProtocol):
     async def direct_drained(self) -> None:
         await self.writable.wait()  # also set when the connection is lost
 
+    def direct_close(self, code: int, reason: str) -> None:
+        """uvicorn's close, without first waiting for the socket to drain: a client
+        that stopped reading finds the close right after what the transport already
+        holds (otherwise the keepalive's 1011 would come first, and the protocol's
+        1013 never)."""
+        if not self.handshake_complete or self.close_sent or self.transport.is_closing():
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if not self.handshake_initiated and self.conn.handshake_exc is not None:

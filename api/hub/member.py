@@ -63,6 +63,10 @@ class DirectSocket(Protocol):
         """Until the socket is writable again, or closed."""
         ...
 
+    def direct_close(self, code: int, reason: str) -> None:
+        """Send a close frame now, even while backpressured; idempotent."""
+        ...
+
 
 class Member:
     __slots__ = (
@@ -158,6 +162,13 @@ class Member:
         if drop_queued:
             self._queue = None
             self._pending.clear()
+            if self._direct is not None:
+                # Nothing left to wait for: the close goes out behind what the socket
+                # already holds, even if its client never reads again.
+                self._direct.direct_close(close.code, close.reason)
+                if self._writer is not None:
+                    self._writer.cancel()  # it only waited to write what was dropped
+                return
         self._enqueue(close)
 
     def flush(self) -> None:
@@ -205,9 +216,12 @@ class Member:
             while queue := self._queue:  # a close without the queued frames replaces it
                 item = queue.popleft()
                 if isinstance(item, Close):
-                    await self._send(
-                        {"type": "websocket.close", "code": item.code, "reason": item.reason}
-                    )
+                    if self._direct is not None:
+                        self._direct.direct_close(item.code, item.reason)
+                    else:
+                        await self._send(
+                            {"type": "websocket.close", "code": item.code, "reason": item.reason}
+                        )
                     return
                 if isinstance(item, Outgoing | bytes):
                     await self._send_one(item)
