@@ -28,7 +28,10 @@ class Outgoing:
         self._wire: bytes | None = None
 
     def wire(self) -> bytes:
-        """The whole server-to-client WebSocket frame."""
+        """The whole server-to-client WebSocket frame.
+
+        Once built, it is the only copy kept: a frame waiting in the queues of slow
+        members would otherwise be held twice (as text and as bytes)."""
         wire = self._wire
         if wire is None:
             if self.text is not None:
@@ -36,9 +39,18 @@ class Outgoing:
             else:
                 frame = Frame(Opcode.BINARY, self.data or b"")
             wire = self._wire = frame.serialize(mask=False)
+            self.text = self.data = None
         return wire
 
     def asgi(self) -> dict[str, Any]:
+        if self.text is None and self.data is None:
+            # Framed already: take the payload back out of the frame.
+            wire = self._wire or b""
+            size = wire[1] & 0x7F
+            payload = wire[2 + {126: 2, 127: 8}.get(size, 0) :]
+            if wire[0] & 0x0F == Opcode.BINARY:
+                return {"type": "websocket.send", "bytes": payload}
+            return {"type": "websocket.send", "text": payload.decode()}
         if self.text is not None:
             return {"type": "websocket.send", "text": self.text}
         return {"type": "websocket.send", "bytes": self.data}
