@@ -77,6 +77,18 @@ def make_member(hub: Hub, user: str, socket: FakeTransport, limit: int = 100) ->
     return Member(sender, claims, True, socket.send, limit, direct=socket, batch=hub.flush_batch)
 
 
+async def fast_and_slow(
+    hub: Hub, slow_limit: int = 100
+) -> tuple[Member, FakeTransport, Member, FakeTransport]:
+    """Two members in room "r": one that keeps up, one whose socket we will stall."""
+    fast_socket, slow_socket = FakeTransport(), FakeTransport()
+    fast = make_member(hub, "fast", fast_socket)
+    slow = make_member(hub, "slow", slow_socket, limit=slow_limit)
+    await hub.join("r", fast, None)
+    await hub.join("r", slow, None)
+    return fast, fast_socket, slow, slow_socket
+
+
 async def a_turn() -> None:
     await asyncio.sleep(0)  # one loop turn: the flush scheduled by call_soon runs
 
@@ -113,11 +125,7 @@ async def test_a_burst_is_one_write_per_member_and_needs_no_task() -> None:
 async def test_a_backpressured_member_queues_in_order_then_writes_directly_again() -> None:
     hub = Hub(MemoryBackend())
     await hub.start()
-    fast_socket, slow_socket = FakeTransport(), FakeTransport()
-    fast = make_member(hub, "fast", fast_socket)
-    slow = make_member(hub, "slow", slow_socket)
-    await hub.join("r", fast, None)
-    await hub.join("r", slow, None)
+    fast, fast_socket, slow, slow_socket = await fast_and_slow(hub)
     await hub.publish("r", fast.sender, b"1", None)  # pending for slow: not yet written
     slow_socket.backpressure(True)
     await hub.publish("r", fast.sender, b"2", None)  # queued behind it
@@ -140,11 +148,7 @@ async def test_a_backpressured_member_queues_in_order_then_writes_directly_again
 async def test_a_member_that_stays_backpressured_is_closed_and_the_room_goes_on() -> None:
     hub = Hub(MemoryBackend())
     await hub.start()
-    fast_socket, slow_socket = FakeTransport(), FakeTransport()
-    fast = make_member(hub, "fast", fast_socket)
-    slow = make_member(hub, "slow", slow_socket, limit=3)
-    await hub.join("r", fast, None)
-    await hub.join("r", slow, None)
+    fast, fast_socket, slow, slow_socket = await fast_and_slow(hub, slow_limit=3)
     await a_turn()
     slow_socket.backpressure(True)
     for i in range(10):
