@@ -78,7 +78,7 @@ class RoomsWebSocketProtocol(WebSocketsSansIOProtocol):
     async def send(self, message: Any) -> None:
         await super().send(message)
         if self.handshake_complete and self.response is not None:
-            # The parsed handshake is never looked at again: about 4 KiB per connection.
+            # The handshake request and response are never looked at again.
             self.request = self.response = None  # type: ignore[assignment]
 
     # --- DirectSocket (api/hub/member.py) ---

@@ -39,8 +39,8 @@ log = logging.getLogger("itemrooms.hub")
 DIRECT_SOCKET = "itemrooms.direct_socket"
 
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
-# A queue item: one frame, frames already framed for the wire (a flush that found
-# the socket backpressured), a stream of frames (a replay) that the writer encodes
+# A queue item: one frame, wire bytes (this loop turn's direct frames, when something
+# had to be queued behind them), a stream of frames (a replay) that the writer encodes
 # as it sends and that counts as one item, or the close that ends the queue.
 QueueItem = Outgoing | bytes | Iterator[Outgoing] | Close
 
