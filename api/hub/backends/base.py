@@ -94,7 +94,12 @@ class Backend(Protocol):
         """Stop receiving the room's events (this process has no member left in it)."""
 
     async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
-        """Assign the next seq, append to history and fan out, atomically; return the seq."""
+        """Assign the next seq, append to history and fan out, atomically; return the seq.
+
+        Calls started in some order (tasks created one after the other) must get
+        their seqs in that order: a connection does not wait for one publish before
+        starting the next (api/routes/connection.py), so an implementation takes the
+        publish in hand before its first await."""
 
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         """Fan out a binary frame; not stored, not sequenced."""
