@@ -39,6 +39,15 @@ async def test_concurrent_publishes_never_share_a_seq(backend: Fixture) -> None:
     assert sorted(seqs) == list(range(1, 201))
 
 
+async def test_publishes_started_in_order_get_their_seqs_in_order(backend: Fixture) -> None:
+    """A connection starts its publishes without waiting for each (one task each)."""
+    b, _ = backend
+    calls = [asyncio.ensure_future(b.publish("r", ALICE, b"%d" % i, None)) for i in range(100)]
+    assert await asyncio.gather(*calls) == list(range(1, 101))
+    history = (await b.snapshot("r", 0)).messages
+    assert [m.data for m in history][-HISTORY:] == [b"%d" % i for i in range(100 - HISTORY, 100)]
+
+
 async def test_events_only_for_subscribed_rooms(backend: Fixture) -> None:
     b, events = backend
     await b.publish("r", ALICE, b"0", None)
