@@ -15,8 +15,8 @@ import sys
 from datetime import UTC, datetime
 
 from bench import fanout, latency, memory, slowconsumer, smallrooms, storm
-from bench.fanout import RESULTS
 from bench.servers import PLAIN
+from bench.system import RESULTS
 
 
 def main(argv: list[str] | None = None) -> int:

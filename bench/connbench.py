@@ -5,19 +5,17 @@ with medians and itemrooms' ratios to the baselines, and write JSON and a PNG.
 """
 
 import argparse
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 
 from bench.conns import ConnConfig, ConnResult, run_conns
-from bench.fanout import REPO, RESULTS, code_hash, environment, pin_self
 from bench.plot import write_plot
+from bench.report import write_report
 from bench.servers import ITEMROOMS, PLAIN, SPECS, TUTORIAL
-from bench.system import raise_nofile_limit
+from bench.system import REPO, RESULTS, code_hash, environment, pin_self, raise_nofile_limit
 
 SERVERS = (ITEMROOMS, PLAIN, TUTORIAL)
 
@@ -60,7 +58,8 @@ def run_all(
     print_run: Callable[[ConnResult], str],
 ) -> int:
     """Interleaved runs, medians of ``metrics``, ratios, JSON and PNG; the exit status."""
-    pin_self(args)
+    kind = "memory" if mode == "idle" else mode
+    pin_self(args, kind)
     raise_nofile_limit()
     cfg = ConnConfig(
         mode=mode,
@@ -72,7 +71,6 @@ def run_all(
         server_cpu=None if args.no_pin else args.server_cpu,
         load_cpu=None if args.no_pin else args.load_cpu,
     )
-    kind = "memory" if mode == "idle" else mode
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / f"{kind}-{stamp}.json"
     logs = out.with_name(out.stem + "-logs")
@@ -110,18 +108,8 @@ def run_all(
         print(f"PROBLEM: {problem}")
     env["api_auth_sha1_at_end"] = code_hash()
     total = time.monotonic() - started
-    report = {
-        "title": title,
-        "config": {**asdict(cfg), "runs": args.runs, "servers": args.servers},
-        "environment": env,
-        "runs": [r.to_json() for runs in results.values() for r in runs],
-        "summary": summary,
-        "ratios_itemrooms_over": ratios,
-        "problems": problems,
-        "total_s": round(total, 1),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    fields = {"ratios_itemrooms_over": ratios, "problems": problems}
+    write_report(out, title, cfg, args, env, results, summary, fields, total)
     bars = [
         (k, {n: [metrics[k](r) for r in rs if r.ok] for n, rs in results.items()}) for k in keys
     ]

@@ -25,17 +25,12 @@ process, memory backend, same core), and reports the per-core ratio.
 """
 
 import argparse
-import hashlib
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -54,10 +49,15 @@ from bench.report import (
 )
 from bench.run import Config, RunResult, run_once
 from bench.servers import CEILING, ITEMROOMS, ITEMROOMS_REDIS2, PLAIN, SPECS, TUTORIAL
-from bench.system import raise_nofile_limit
+from bench.system import (
+    REPO,
+    RESULTS,
+    environment,
+    finish_environment,
+    pin_self,
+    raise_nofile_limit,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 SERVERS = (ITEMROOMS, PLAIN, TUTORIAL)  # the default run
 BASELINES = (PLAIN, TUTORIAL)  # itemrooms / each of these, when both are in the run
 SCENARIOS = {"fanout": SERVERS, "redis": (ITEMROOMS_REDIS2, ITEMROOMS)}
@@ -124,64 +124,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 1 <= args.load_procs <= args.members:
         p.error("--load-procs must be between 1 and --members")
     return args
-
-
-def pin_self(args: argparse.Namespace) -> None:
-    """Keep the orchestrator (idle while measuring) off the server's core."""
-    if args.no_pin:
-        return
-    allowed = os.sched_getaffinity(0)
-    if allowed == {args.load_cpu} and args.server_cpu != args.load_cpu:
-        return  # pinned already (python -m bench runs every scenario in one process)
-    if {args.server_cpu, args.load_cpu} - allowed or args.server_cpu == args.load_cpu:
-        sys.exit(
-            f"fanout: cannot pin to cores {args.server_cpu} and {args.load_cpu} "
-            f"(allowed: {sorted(allowed)}); use --server-cpu/--load-cpu or --no-pin"
-        )
-    os.sched_setaffinity(0, {args.load_cpu})
-
-
-def git(*cmd: str) -> str:
-    done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10)
-    return done.stdout.strip()
-
-
-def code_hash() -> str:
-    """A short hash of the server code as it is on disk (api/, auth/), committed or not:
-    equal at the start and the end of a benchmark = nobody edited it meanwhile."""
-    digest = hashlib.sha1()
-    for package in ("api", "auth"):
-        for path in sorted((REPO / package).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                digest.update(str(path.relative_to(REPO)).encode() + b"\0")
-                digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
-
-
-def environment(redis_server: str | None = None) -> dict[str, Any]:
-
-    packages = ["fastapi", "starlette", "uvicorn", "uvloop", "websockets", "python-jose"]
-    if redis_server is not None:
-        packages.append("redis")
-    env = {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--", "api", "auth")),
-        # The server code measured (api/ and auth/ on disk; compared again at the end).
-        "api_auth_sha1": code_hash(),
-        "python": platform.python_version(),
-        "packages": {name: version(name) for name in packages},
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-    }
-    if redis_server is not None:
-        try:
-            done = subprocess.run(
-                [redis_server, "--version"], capture_output=True, text=True, timeout=10
-            )
-            env["redis_server"] = done.stdout.strip()
-        except OSError as exc:
-            env["redis_server"] = f"unavailable: {exc}"
-    return env
 
 
 def setup_line(args: argparse.Namespace) -> str:
@@ -279,7 +221,7 @@ def ceiling_report(c: Summary, runs: list[RunResult], summaries: list[Summary]) 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    pin_self(args)
+    pin_self(args, "fanout")
     raise_nofile_limit()
     cfg = Config(
         members=args.members,
@@ -334,10 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("\n".join(per_core_lines(per_core, ITEMROOMS_REDIS2, ITEMROOMS)))
     total = time.monotonic() - started
-    env["api_auth_sha1_at_end"] = code_hash()
-    env["commit_at_end"] = git("rev-parse", "HEAD")
-    if env["api_auth_sha1_at_end"] != env["api_auth_sha1"]:
-        print("\nWARNING: the server code (api/, auth/) changed while the benchmark ran")
+    warning = finish_environment(env)
+    if warning:
+        print(f"\n{warning}")
     report = {
         "title": title,
         "config": {**asdict(cfg), "runs": args.runs, "servers": args.servers},

@@ -21,12 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 
-from bench.fanout import REPO, RESULTS, code_hash, environment, pin_self
 from bench.plot import write_plot
 from bench.report import summarize
 from bench.run import Config, RunResult, run_once
 from bench.servers import ITEMROOMS, PLAIN, SPECS, TUTORIAL
-from bench.system import raise_nofile_limit
+from bench.system import REPO, RESULTS, code_hash, environment, pin_self, raise_nofile_limit
 
 SERVERS = (ITEMROOMS, PLAIN, TUTORIAL)
 P99_TARGET = 1.2  # itemrooms' p99 at most this times the plain server's
@@ -124,7 +123,7 @@ def ratio_lines(ratios: dict[str, dict[str, float]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    pin_self(args)
+    pin_self(args, "latency")
     raise_nofile_limit()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / f"latency-{stamp}.json"

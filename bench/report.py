@@ -26,8 +26,13 @@ both, the CPU that core spends per delivery. The table has those columns only
 when a Redis-backed server is in it, so the default table is unchanged.
 """
 
-from dataclasses import dataclass, replace
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from statistics import median
+from typing import Any
 
 from bench.run import RunResult
 from bench.servers import CEILING, SPECS
@@ -363,3 +368,31 @@ def per_core_ratios(a: Summary, b: Summary) -> dict[str, float]:
         "server_us_per_delivery": a.server_us / b.server_us if b.server_us else 0.0,
         "total_us_per_delivery": a.total_us / b.total_us if b.total_us else 0.0,
     }
+
+
+def write_report(
+    out: Path,
+    title: str,
+    cfg: Any,
+    args: argparse.Namespace,
+    env: dict[str, Any],
+    results: Mapping[Any, Sequence[Any]],
+    summary: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    total_s: float,
+) -> None:
+    """Write a scenario's JSON in the layout the memory, storm, small-rooms and
+    slow-consumer scenarios share: title, config (``cfg``, a dataclass, with the
+    runs and servers), environment, every run (``to_json()``), summary, then
+    their own ``fields`` (ratios, targets, problems) and the total time."""
+    report = {
+        "title": title,
+        "config": {**asdict(cfg), "runs": args.runs, "servers": args.servers},
+        "environment": env,
+        "runs": [r.to_json() for runs in results.values() for r in runs],
+        "summary": summary,
+        **fields,
+        "total_s": round(total_s, 1),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")

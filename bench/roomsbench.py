@@ -1,29 +1,28 @@
-"""What bench/smallrooms.py and bench/slowconsumer.py share: pinning, provenance, logs, plots.
+"""What bench/smallrooms.py and bench/slowconsumer.py share: arguments, logs, the run's frame.
 
-Kept apart from the fan-out's modules (bench/run.py, report.py, plot.py) on
-purpose: these two scenarios have their own load generator (bench/roomsgen.py)
-and must not break when the fan-out's internals change.
+Kept apart from the fan-out's run and summary (bench/run.py, bench/report.py's
+verdicts) on purpose: these two scenarios have their own load generator
+(bench/roomsgen.py) and must not break when the fan-out's internals change.
+What every scenario does alike comes from the modules that own it: pinning
+and provenance from bench/system.py, the JSON layout from bench/report.py,
+figures from bench/plot.py, latency samples from bench/samples.py.
 """
 
 import argparse
-import array
-import hashlib
-import os
-import platform
 import re
-import subprocess
-import sys
+import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from importlib.metadata import version
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 from typing import Any
 
-from bench.system import CoreTimes
+from bench.plot import write_png
+from bench.report import write_report
+from bench.system import RESULTS, CoreTimes, environment, finish_environment
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 PROBLEM = re.compile(r"ERROR|CRITICAL|WARNING|Traceback|Exception|slow_consumer|closing c_")
 SAMPLE_LINES = 5
 QUIT_TIMEOUT_S = 15.0
@@ -35,60 +34,6 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pin", action="store_true", help="do not pin (a one-core machine)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG next to the JSON")
     p.add_argument("--out", type=Path, default=None, help="JSON path (bench/results/...)")
-
-
-def pin_self(args: argparse.Namespace, prog: str) -> None:
-    """Keep the orchestrator (mostly idle while measuring) off the server's core."""
-    if args.no_pin:
-        return
-    allowed = os.sched_getaffinity(0)
-    if allowed == {args.load_cpu} and args.server_cpu != args.load_cpu:
-        return  # pinned already (python -m bench runs every scenario in one process)
-    if {args.server_cpu, args.load_cpu} - allowed or args.server_cpu == args.load_cpu:
-        sys.exit(
-            f"{prog}: cannot pin to cores {args.server_cpu} and {args.load_cpu} "
-            f"(allowed: {sorted(allowed)}); use --server-cpu/--load-cpu or --no-pin"
-        )
-    os.sched_setaffinity(0, {args.load_cpu})
-
-
-def git(*cmd: str) -> str:
-    done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10)
-    return done.stdout.strip()
-
-
-def code_hash() -> str:
-    """A short hash of the server code on disk (api/, auth/): equal at start and end =
-    nobody edited it while the benchmark ran."""
-    digest = hashlib.sha1()
-    for package in ("api", "auth"):
-        for path in sorted((REPO / package).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                digest.update(str(path.relative_to(REPO)).encode() + b"\0")
-                digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
-
-
-def environment() -> dict[str, Any]:
-    packages = ["fastapi", "starlette", "uvicorn", "uvloop", "websockets", "python-jose"]
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--", "api", "auth")),
-        "api_auth_sha1": code_hash(),
-        "python": platform.python_version(),
-        "packages": {name: version(name) for name in packages},
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-    }
-
-
-def finish_environment(env: dict[str, Any]) -> str | None:
-    """Record the server code's hash at the end; a warning line if it changed."""
-    env["api_auth_sha1_at_end"] = code_hash()
-    env["commit_at_end"] = git("rev-parse", "HEAD")
-    if env["api_auth_sha1_at_end"] != env["api_auth_sha1"]:
-        return "WARNING: the server code (api/, auth/) changed while the benchmark ran"
-    return None
 
 
 def log_problems(lines: Sequence[str], start: int, end: int) -> tuple[int, list[str]]:
@@ -126,16 +71,6 @@ def scrape_metric(port: int, name: str, labels: str = "") -> float | None:
     return 0.0
 
 
-def load_samples(files: Sequence[str]) -> list[float]:
-    """Every latency sample (µs) in these float64 files, sorted."""
-    samples: array.array[float] = array.array("d")
-    for name in files:
-        path = Path(name)
-        if path.is_file():
-            samples.frombytes(path.read_bytes())
-    return sorted(samples)
-
-
 def med(values: Sequence[float]) -> float:
     return float(median(values)) if values else 0.0
 
@@ -144,55 +79,57 @@ def ratio(mine: float, theirs: float) -> float:
     return mine / theirs if theirs else 0.0
 
 
-def write_png(out_json: Path, panels: int, draw: Callable[[Sequence[Any]], None]) -> str:
-    """``<out_json stem>.png`` with ``panels`` side by side, drawn by ``draw(axes)``;
-    the suffix of the run's last line ("; plot: …" or "; no plot …")."""
-    try:
-        import matplotlib
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One invocation of a scenario: its title, where its JSON and server logs go,
+    what it ran on (``env``, completed at the end) and when it started."""
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "; no plot (matplotlib missing: pip install -e '.[bench]')"
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
-    draw(list(axes[0]))
-    fig.suptitle(out_json.stem, fontsize=9)
-    fig.tight_layout()
-    png = out_json.with_suffix(".png")
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return f"; plot: {png}"
+    title: str
+    out: Path
+    logs: Path
+    env: dict[str, Any]
+    started: float
 
 
-def bar_panel(ax: Any, title: str, values: Mapping[str, Sequence[float]]) -> None:
-    """One bar per server: the median of its runs, min-max as the error bar."""
-    names = list(values)
-    meds = [med(values[n]) for n in names]
-    low = [m - min(values[n], default=m) for n, m in zip(names, meds, strict=True)]
-    high = [max(values[n], default=m) - m for n, m in zip(names, meds, strict=True)]
-    ax.bar(names, meds, yerr=[low, high], capsize=4, color="C0")
-    for x, m in enumerate(meds):
-        label = f"{m:,.0f}" if m >= 100 else f"{m:.1f}"
-        ax.annotate(label, (x, m), ha="center", va="bottom", fontsize=8)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
+def begin(args: argparse.Namespace, kind: str, title: str) -> Invocation:
+    """Name the JSON (``--out``, or ``bench/results/<kind>-<UTC stamp>.json``) and its
+    logs folder, record the environment, print the title, start the clock."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or RESULTS / f"{kind}-{stamp}.json"
+    env = environment()
+    print(title, flush=True)
+    return Invocation(title, out, out.with_name(out.stem + "-logs"), env, time.monotonic())
 
 
-def ccdf_panel(
-    ax: Any, title: str, curves: dict[str, list[float]], max_points: int = 20_000
-) -> None:
-    """Latency distributions (µs samples, sorted) as complementary CDFs on log axes."""
-    for label, ordered in curves.items():
-        if not ordered:
-            continue
-        step = max(1, len(ordered) // max_points)
-        xs = [v / 1e3 for v in ordered[::step]]
-        n = len(xs)
-        ax.plot(xs, [1 - i / n for i in range(n)], label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("publish to delivery, ms")
-    ax.set_ylabel("fraction of deliveries slower")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+def finish(
+    run: Invocation,
+    args: argparse.Namespace,
+    cfg: Any,
+    results: Mapping[Any, Sequence[Any]],
+    summary: Mapping[str, Any],
+    sections: Sequence[Sequence[str]],
+    fields: Mapping[str, Any],
+    found: list[str],
+    draw: Callable[[Sequence[Any]], None],
+) -> int:
+    """What both scenarios do once every run is over; the exit status (1: a problem).
+
+    Prints each non-empty section (table, ratios, notes) after a blank line,
+    every problem, a warning when the server code changed meanwhile; writes the
+    JSON (``fields`` after the summary) and the PNG of ``draw``'s four panels;
+    ends with the time taken and where everything went."""
+    for lines in sections:
+        if lines:
+            print()
+            print("\n".join(lines))
+    for problem in found:
+        print(f"PROBLEM: {problem}")
+    warning = finish_environment(run.env)
+    if warning:
+        print(warning)
+    total = time.monotonic() - run.started
+    fields = {**fields, "problems": found}
+    write_report(run.out, run.title, cfg, args, run.env, results, summary, fields, total)
+    plot = "" if args.no_plot else write_png(run.out, 4, draw)
+    print(f"\n{total:.0f}s in all; results: {run.out}; server logs: {run.logs}/{plot}")
+    return 1 if found else 0

@@ -45,6 +45,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from auth.tokens import mint_token
+from bench.samples import percentiles
 from bench.system import raise_nofile_limit
 
 SECRET_ENV = "BENCH_JWT_SECRET"
@@ -181,19 +182,6 @@ def publish_frame(t_ns: int, n: int, pad: str) -> str:
     return f'{{"type":"publish","data":{{"t":{t_ns},"n":{n},"pad":"{pad}"}}}}'
 
 
-def percentiles(samples: "array.array[float]") -> dict[str, float]:
-    """p50, p90, p99, p99.9 and max (nearest rank) and the count; empty without samples."""
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-    n = len(ordered)
-    pick = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
-    result = {key: ordered[min(n - 1, int(q * n))] for key, q in pick.items()}
-    result["max"] = ordered[-1]
-    result["samples"] = float(n)
-    return {key: round(v, 1) for key, v in result.items()}
-
-
 async def wait_quiet(
     done: Callable[[], bool],
     progress: Callable[[], int],
@@ -298,8 +286,8 @@ def smallrooms_summary(state: State, lags: "array.array[float]") -> dict[str, An
         "other_frames": sum(m.other for m in state.members),
         "closes": closes,
         "last_delivery_ns": state.last_delivery_ns,
-        "latency_us": percentiles(state.latencies),
-        "schedule_lag_us": percentiles(lags),
+        "latency_us": percentiles(sorted(state.latencies)),
+        "schedule_lag_us": percentiles(sorted(lags)),
     }
 
 
@@ -420,7 +408,7 @@ def slow_summary(state: State, others: list[Member], sent: int) -> dict[str, Any
         "disorder": sum(m.disorder for m in others),
         "other_frames": sum(m.other for m in others),
         "closes": closes,
-        "latency_us": percentiles(state.latencies),
+        "latency_us": percentiles(sorted(state.latencies)),
     }
 
 

@@ -16,7 +16,6 @@ Why the phases are what they are:
   and with the servers as "ours" on the server core.
 """
 
-import array
 import re
 import secrets
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.children import BenchError, Child, clean_env, free_port
+from bench.samples import load_samples, percentiles
 from bench.servers import (
     SPECS,
     start_redis,
@@ -236,29 +236,7 @@ def measure(
         result.steal_pct[f"cpu{core}"] = round(100 * steal / total, 1)
     result.ok = result.delivered > 0
     if cfg.rate > 0:
-        result.latency_us = percentiles(load_latencies(result.latency_files))
-
-
-def load_latencies(files: list[str]) -> list[float]:
-    """Every latency sample (µs) of a run's load generators, sorted."""
-    samples = array.array("d")
-    for name in files:
-        path = Path(name)
-        if path.is_file():
-            samples.frombytes(path.read_bytes())
-    return sorted(samples)
-
-
-def percentiles(ordered: list[float]) -> dict[str, float]:
-    """p50, p90, p99, p99.9 and max of sorted samples (nearest rank)."""
-    if not ordered:
-        return {}
-    n = len(ordered)
-    pick = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
-    result = {key: ordered[min(n - 1, int(q * n))] for key, q in pick.items()}
-    result["max"] = ordered[-1]
-    result["samples"] = float(n)
-    return {key: round(v, 1) for key, v in result.items()}
+        result.latency_us = percentiles(load_samples(result.latency_files))
 
 
 def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) -> RunResult:

@@ -29,35 +29,29 @@ member reading. Target (issue 7): itemrooms' p99 with the slow member within
 """
 
 import argparse
-import json
 import secrets
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.children import BenchError, Child, clean_env, free_port
+from bench.plot import ccdf_panel
 from bench.roomsbench import (
     QUIT_TIMEOUT_S,
-    REPO,
-    RESULTS,
     add_common_args,
-    ccdf_panel,
-    environment,
-    finish_environment,
-    load_samples,
+    begin,
+    finish,
     log_problems,
     med,
     others_busy,
-    pin_self,
     ratio,
     scrape_metric,
-    write_png,
 )
+from bench.samples import load_samples
 from bench.servers import (
     ITEMROOMS,
     PLAIN,
@@ -67,7 +61,7 @@ from bench.servers import (
     stop_server,
     ws_url,
 )
-from bench.system import core_times, process_rss_kib, raise_nofile_limit
+from bench.system import REPO, core_times, pin_self, process_rss_kib, raise_nofile_limit
 
 SERVERS = (ITEMROOMS, PLAIN, TUTORIAL)
 BASELINES = (PLAIN, TUTORIAL)
@@ -541,59 +535,39 @@ def main(argv: list[str] | None = None) -> int:
         server_cpu=None if args.no_pin else args.server_cpu,
         load_cpu=None if args.no_pin else args.load_cpu,
     )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or RESULTS / f"slowconsumer-{stamp}.json"
-    logs = out.with_name(out.stem + "-logs")
     title = (
         f"slow consumer: 1 room x {cfg.members} members, {cfg.data_bytes / 1024:g} KiB messages "
         f"at {cfg.rate:g}/s for {cfg.duration_s:g} s after {cfg.warmup_s:g} s warm-up, the last "
         f"member reading or not (ITEMROOMS_SEND_QUEUE={cfg.send_queue}), {args.runs} run(s) "
         f"per server and variant, interleaved; medians; figures are the other members'"
     )
-    env = environment()
-    print(title, flush=True)
-    started = time.monotonic()
+    run = begin(args, "slowconsumer", title)
     results: dict[tuple[str, str], list[Result]] = {
         (name, variant): [] for name in args.servers for variant in args.variants
     }
     for index in range(args.runs):
         for name in args.servers:
             for variant in args.variants:
-                r = run_once(name, variant, index, cfg, logs)
+                r = run_once(name, variant, index, cfg, run.logs)
                 results[(name, variant)].append(r)
                 print(run_line(r), flush=True)
     summary = summarize(results)
-    print()
-    print("\n".join(table(summary, title)))
     found_ratios = ratios(summary, args.servers)
-    if found_ratios:
-        print()
-        print("\n".join(ratio_lines(found_ratios)))
-    print()
-    print("\n".join(notes(results, cfg)))
-    found = problems(results)
-    for problem in found:
-        print(f"PROBLEM: {problem}")
-    warning = finish_environment(env)
-    if warning:
-        print(warning)
-    total = time.monotonic() - started
-    report = {
-        "title": title,
-        "config": {**asdict(cfg), "runs": args.runs, "servers": args.servers},
-        "environment": env,
-        "runs": [r.to_json() for runs in results.values() for r in runs],
-        "summary": summary,
-        "ratios": found_ratios,
-        "p99_target": P99_TARGET,
-        "problems": found,
-        "total_s": round(total, 1),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    plot = "" if args.no_plot else write_png(out, 4, lambda axes: draw(axes, results, args))
-    print(f"\n{total:.0f}s in all; results: {out}; server logs: {logs}/{plot}")
-    return 1 if found else 0
+    return finish(
+        run,
+        args,
+        cfg,
+        results,
+        summary,
+        [
+            table(summary, title),
+            ratio_lines(found_ratios) if found_ratios else [],
+            notes(results, cfg),
+        ],
+        {"ratios": found_ratios, "p99_target": P99_TARGET},
+        problems(results),
+        lambda axes: draw(axes, results, args),
+    )
 
 
 def grouped_bars(

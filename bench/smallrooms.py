@@ -27,36 +27,29 @@ of order or was closed. See bench/README.md.
 """
 
 import argparse
-import json
 import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.children import BenchError, Child, clean_env, free_port
+from bench.plot import bar_panel, ccdf_panel
 from bench.roomsbench import (
     QUIT_TIMEOUT_S,
-    REPO,
-    RESULTS,
     add_common_args,
-    bar_panel,
-    ccdf_panel,
-    environment,
-    finish_environment,
-    load_samples,
+    begin,
+    finish,
     log_problems,
     med,
     others_busy,
-    pin_self,
     ratio,
-    write_png,
 )
+from bench.samples import load_samples
 from bench.servers import ITEMROOMS, PLAIN, SPECS, TUTORIAL, start_server, stop_server
-from bench.system import core_times, process_rss_kib, raise_nofile_limit
+from bench.system import REPO, core_times, pin_self, process_rss_kib, raise_nofile_limit
 
 SERVERS = (ITEMROOMS, PLAIN, TUTORIAL)
 BASELINES = (PLAIN, TUTORIAL)
@@ -437,55 +430,36 @@ def main(argv: list[str] | None = None) -> int:
         server_cpu=None if args.no_pin else args.server_cpu,
         load_cpu=None if args.no_pin else args.load_cpu,
     )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or RESULTS / f"smallrooms-{stamp}.json"
-    logs = out.with_name(out.stem + "-logs")
     title = (
         f"many small rooms: {cfg.rooms} rooms x {cfg.room_size} members, each publishing "
         f"{cfg.rate:g}/s ({cfg.data_bytes} B data, open loop), {cfg.duration_s:g} s measured "
         f"after {cfg.warmup_s:g} s warm-up, {cfg.load_procs} roomsgen process(es), "
         f"{args.runs} run(s) per server, interleaved; medians"
     )
-    env = environment()
-    print(title, flush=True)
-    started = time.monotonic()
+    run = begin(args, "smallrooms", title)
     results: dict[str, list[Result]] = {name: [] for name in args.servers}
     for index in range(args.runs):
         for name in args.servers:
-            r = run_once(name, index, cfg, logs)
+            r = run_once(name, index, cfg, run.logs)
             results[name].append(r)
             print(run_line(r), flush=True)
     summary = summarize(results)
-    print()
-    print("\n".join(table(summary, title)))
     all_ratios = ratios(summary)
-    if all_ratios:
-        print()
-        print("\n".join(ratio_lines(all_ratios)))
-    print()
-    print("\n".join(verdicts(results, cfg)))
-    found = problems(results)
-    for problem in found:
-        print(f"PROBLEM: {problem}")
-    warning = finish_environment(env)
-    if warning:
-        print(warning)
-    total = time.monotonic() - started
-    report = {
-        "title": title,
-        "config": {**asdict(cfg), "runs": args.runs, "servers": args.servers},
-        "environment": env,
-        "runs": [r.to_json() for runs in results.values() for r in runs],
-        "summary": summary,
-        "ratios_itemrooms_over": all_ratios,
-        "problems": found,
-        "total_s": round(total, 1),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    plot = "" if args.no_plot else write_png(out, 4, lambda axes: draw(axes, results, cfg))
-    print(f"\n{total:.0f}s in all; results: {out}; server logs: {logs}/{plot}")
-    return 1 if found else 0
+    return finish(
+        run,
+        args,
+        cfg,
+        results,
+        summary,
+        [
+            table(summary, title),
+            ratio_lines(all_ratios) if all_ratios else [],
+            verdicts(results, cfg),
+        ],
+        {"ratios_itemrooms_over": all_ratios},
+        problems(results),
+        lambda axes: draw(axes, results, cfg),
+    )
 
 
 def draw(axes: Sequence[Any], results: dict[str, list[Result]], cfg: Config) -> None:

@@ -1,17 +1,33 @@
-"""What the benchmark reads from Linux: CPU time and RSS per process, per-core CPU, fd limits.
+"""What the benchmark reads from Linux: CPU time and RSS per process, per-core CPU, fd limits;
+where the orchestrator runs (pinning) and what a run's JSON records about the code and machine.
 
 Why /proc and not psutil: it is not a dependency of the project, and the few
 numbers we need are two fields of ``/proc/<pid>/stat`` (whole-process user +
 system time, all threads included) and the per-core lines of ``/proc/stat``.
 Both tick at ``SC_CLK_TCK`` (usually 100 Hz, 10 ms), which is fine for
 measurement windows of seconds.
+
+Why pinning and provenance live here too: every scenario (fan-out, latency,
+connections, small rooms, slow consumer) pins itself and records the same
+environment, and this module imports nothing but the standard library, so the
+scenarios that are kept apart from the fan-out's modules can share it.
 """
 
+import argparse
+import hashlib
 import os
+import platform
 import resource
+import subprocess
+import sys
 from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
 
 
 def raise_nofile_limit(wanted: int = 65536) -> int:
@@ -71,4 +87,72 @@ def process_rss_kib(pid: int) -> int | None:
                     return int(line.split()[1])
     except OSError:
         return None
+    return None
+
+
+def pin_self(args: argparse.Namespace, prog: str) -> None:
+    """Keep the orchestrator (mostly idle while measuring) off the server's core."""
+    if args.no_pin:
+        return
+    allowed = os.sched_getaffinity(0)
+    if allowed == {args.load_cpu} and args.server_cpu != args.load_cpu:
+        return  # pinned already (python -m bench runs every scenario in one process)
+    if {args.server_cpu, args.load_cpu} - allowed or args.server_cpu == args.load_cpu:
+        sys.exit(
+            f"{prog}: cannot pin to cores {args.server_cpu} and {args.load_cpu} "
+            f"(allowed: {sorted(allowed)}); use --server-cpu/--load-cpu or --no-pin"
+        )
+    os.sched_setaffinity(0, {args.load_cpu})
+
+
+def git(*cmd: str) -> str:
+    done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10)
+    return done.stdout.strip()
+
+
+def code_hash() -> str:
+    """A short hash of the server code as it is on disk (api/, auth/), committed or not:
+    equal at the start and the end of a benchmark = nobody edited it meanwhile."""
+    digest = hashlib.sha1()
+    for package in ("api", "auth"):
+        for path in sorted((REPO / package).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(REPO)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def environment(redis_server: str | None = None) -> dict[str, Any]:
+    """What a run's JSON records about the code and the machine (with ``redis_server``,
+    the Redis scenario's: redis-py's version and the binary's own)."""
+    packages = ["fastapi", "starlette", "uvicorn", "uvloop", "websockets", "python-jose"]
+    if redis_server is not None:
+        packages.append("redis")
+    env = {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--", "api", "auth")),
+        # The server code measured (api/ and auth/ on disk; compared again at the end).
+        "api_auth_sha1": code_hash(),
+        "python": platform.python_version(),
+        "packages": {name: version(name) for name in packages},
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+    if redis_server is not None:
+        try:
+            done = subprocess.run(
+                [redis_server, "--version"], capture_output=True, text=True, timeout=10
+            )
+            env["redis_server"] = done.stdout.strip()
+        except OSError as exc:
+            env["redis_server"] = f"unavailable: {exc}"
+    return env
+
+
+def finish_environment(env: dict[str, Any]) -> str | None:
+    """Record the server code's hash at the end; a warning line if it changed."""
+    env["api_auth_sha1_at_end"] = code_hash()
+    env["commit_at_end"] = git("rev-parse", "HEAD")
+    if env["api_auth_sha1_at_end"] != env["api_auth_sha1"]:
+        return "WARNING: the server code (api/, auth/) changed while the benchmark ran"
     return None
