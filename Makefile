@@ -37,7 +37,7 @@ lint: install
 	$(BIN)/ruff format --check api auth tests bench
 	$(BIN)/mypy
 
-# All benchmark scenarios (about 13 minutes; see bench/README.md). Never part of make test;
+# All benchmark scenarios but Redis (about 17 minutes; see bench/README.md). Never part of make test;
 # tests/test_bench_smoke.py runs their quick variants.
 bench: install
 	$(BIN)/python -m pip install --quiet --editable '.[dev,redis,bench]'
