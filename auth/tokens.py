@@ -105,8 +105,10 @@ class TokenVerifier:
         }
         object.__setattr__(self, "_options", options)
         keys: dict[str, Key] = {}
+        # The same choice as _key_for: with a JWKS, asymmetric keys come from it by kid.
+        static_public = self.public_key if self.jwks is None else None
         for alg in self.algorithms:
-            material = self.hmac_secret if alg.startswith("HS") else self.public_key
+            material = self.hmac_secret if alg.startswith("HS") else static_public
             if material is not None:
                 try:
                     keys[alg] = jwk.construct(material, alg)

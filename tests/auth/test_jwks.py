@@ -147,3 +147,15 @@ def test_a_jwks_key_for_another_algorithm_is_refused(idp: tuple[JwksServer, str]
     verifier = TokenVerifier(algorithms=("RS256", "RS512"), jwks=JwksCache(server.url + "/jwks"))
     with pytest.raises(TokenInvalid):
         verifier.verify(jwt.encode(base(), private_pem, algorithm="RS256", headers={"kid": "k1"}))
+
+
+def test_with_a_jwks_the_key_named_by_kid_is_used_not_a_configured_pem(
+    idp: tuple[JwksServer, str],
+) -> None:
+    server, private_pem = idp
+    _, other_public = rsa_pair()
+    verifier = TokenVerifier(
+        algorithms=("RS256",), public_key=other_public, jwks=JwksCache(server.url + "/jwks")
+    )
+    token = jwt.encode(base(), private_pem, algorithm="RS256", headers={"kid": "k1"})
+    assert verifier.verify(token).sub == "alice"
