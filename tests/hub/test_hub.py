@@ -141,13 +141,19 @@ async def test_concurrent_joins_through_the_hub_give_everyone_the_same_room() ->
     await hub.stop()
 
 
-async def test_a_full_queue_closes_the_member_and_tells_the_others() -> None:
+async def ten_messages_past_a_stalled_member() -> tuple[Hub, Client, Client]:
+    """A room with one reading member and one that never reads (queue limit 3)."""
     hub = await make_hub()
     fast, slow = Client(hub, "fast"), Client(hub, "slow", limit=3, stalled=True)
     await hub.join("r", fast.member, None)
     await hub.join("r", slow.member, None)
     for i in range(10):
         await hub.publish("r", fast.member.sender, str(i).encode(), None)
+    return hub, fast, slow
+
+
+async def test_a_full_queue_closes_the_member_and_tells_the_others() -> None:
+    hub, fast, slow = await ten_messages_past_a_stalled_member()
     await fast.settle()
     assert slow.member.close_with == SLOW_CONSUMER
     seqs = [f["seq"] for f in fast.socket.frames if f["type"] == "message"]
@@ -347,12 +353,7 @@ async def test_a_failed_join_leaves_no_trace() -> None:
 
 
 async def test_closing_a_member_drops_what_was_queued() -> None:
-    hub = await make_hub()
-    fast, slow = Client(hub, "fast"), Client(hub, "slow", limit=3, stalled=True)
-    await hub.join("r", fast.member, None)
-    await hub.join("r", slow.member, None)
-    for i in range(10):
-        await hub.publish("r", fast.member.sender, str(i).encode(), None)
+    hub, fast, slow = await ten_messages_past_a_stalled_member()
     assert slow.member.close_with == SLOW_CONSUMER
     assert list(slow.member._queue) == [SLOW_CONSUMER]
     for client in (fast, slow):
