@@ -520,9 +520,7 @@ def _text(value: bytes | str) -> str:
 
 def _members(flat: list[bytes]) -> list[Sender]:
     """Members from a presence hash read by a script: [client_id, [user, node], ...]."""
-    return [
-        Sender(orjson.loads(flat[i + 1])[0], _text(flat[i])) for i in range(0, len(flat), 2)
-    ]
+    return [Sender(orjson.loads(flat[i + 1])[0], _text(flat[i])) for i in range(0, len(flat), 2)]
 
 
 def _entry_message(item_id: str, entry: list[Any], with_ref: bool = False) -> Message:
