@@ -884,6 +884,8 @@ class Room:
             if self._refresh is not None and not self._refresh.done():
                 self._refresh.set_result(frame)
             return False
+        else:
+            return False  # a type this client does not know: ignored (protocol v1.1)
         return True
 
     def _on_message(self, frame: Frame) -> bool:
