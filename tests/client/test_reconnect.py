@@ -148,31 +148,38 @@ async def wait_disconnected(room: Room) -> None:
 async def test_epoch_changed_reconnects_at_once_and_says_recovered_false(
     fake: FakeServer,
 ) -> None:
-    fake.welcomes = [welcome_frame(5, epoch="e1"), welcome_frame(2, epoch="e2", recovered=False)]
+    fake.welcomes = [welcome_frame(5, epoch="e1"), welcome_frame(6, epoch="e2", recovered=False)]
     async with joined(fake, **NO_HURRY) as room:
         one = await fake.accept()
         await one.close(1012, "epoch_changed")
         two = await fake.accept()  # at once: the backoff would take far longer
         assert two.query == {"since": "5", "epoch": "e1"}
-        # The new sequence, from what history holds of it: seqs below the old ones, new.
-        await two.send(message_frame(1, "new one", user="bob"))
-        await two.send(message_frame(2, "new two", user="bob"))
-        welcome, first, second = await frames(room, 3)
+        # The new sequence, from what history holds of it: 4 and 5 are other messages
+        # than the 4 and 5 of the old one, so they are new too.
+        for seq in (4, 5, 6):
+            await two.send(message_frame(seq, f"new {seq}", user="bob"))
+        welcome, *replayed = await frames(room, 4)
         assert (welcome["type"], welcome["epoch"], welcome["recovered"]) == ("welcome", "e2", False)
-        assert [first["seq"], second["seq"]] == [1, 2]
-        assert (room.seq, room.epoch, room.recovered) == (2, "e2", False)
+        assert [(m["seq"], m["data"]) for m in replayed] == [
+            (4, "new 4"),
+            (5, "new 5"),
+            (6, "new 6"),
+        ]
+        assert (room.seq, room.epoch, room.recovered) == (6, "e2", False)
 
 
 async def test_a_new_epoch_in_a_welcome_is_recovered_false_even_if_it_says_true(
     fake: FakeServer,
 ) -> None:
-    fake.welcomes = [welcome_frame(5, epoch="e1"), welcome_frame(1, epoch="e2")]
+    fake.welcomes = [welcome_frame(5, epoch="e1"), welcome_frame(7, epoch="e2")]
     async with joined(fake, **QUICK) as room:
         (await fake.accept()).cut()
-        await fake.accept()
+        two = await fake.accept()
         welcome = await room.receive(timeout=WAIT)
         assert (welcome["epoch"], welcome["recovered"]) == ("e2", False)
         assert (room.seq, room.recovered) == (0, False)
+        await two.send(message_frame(5, "another five", user="bob"))
+        assert (await room.receive(timeout=WAIT))["data"] == "another five"
 
 
 async def test_a_publish_older_than_the_dedup_window_is_settled_by_the_replay_only(
