@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from api.client import Room, connect
 from tests.client.cut_proxy import CutProxy
@@ -130,4 +131,41 @@ async def test_redis_coming_back_empty_is_a_new_epoch_surfaced_as_recovered_fals
             message = await until_type(room, "message")  # nothing else: history is empty
             assert message["seq"] == sent["seq"] and message["data"] == "in the new epoch"
     finally:
+        redis.stop()
+
+
+def backend_errors(server: ServerProcess) -> float:
+    metrics = server.get("/metrics").text
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("itemrooms_backend_errors_total")
+    )
+
+
+async def test_a_publish_redis_stalls_on_is_retried_with_its_id_and_applied_once(
+    start_redis_server: Callable[..., ServerProcess], mint: Mint, item: str, tmp_path: Path
+) -> None:
+    redis = PrivateRedis(tmp_path).start()
+    control = aioredis.Redis.from_url(redis.url)
+    try:
+        server = start_redis_server(redis_url=redis.url, redis_timeout_s=0.5)
+        observer, _ = await join(server, item, mint("bob"))
+        async with observer, joined(server.ws_url(item), mint("alice")) as room:
+            warm = await room.publish("warm")
+            errors = await asyncio.to_thread(backend_errors, server)
+            # Redis holds every command for 1.5 s, three times the server's timeout: the
+            # publish was sent and not answered in time, so the server says outcome_unknown.
+            await control.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            sent = await asyncio.wait_for(room.publish("stalled"), 3 * WAIT)
+            assert await asyncio.to_thread(backend_errors, server) > errors  # it did stall
+            assert sent["seq"] == warm["seq"] + 1 and sent["data"] == "stalled", sent
+            after = await room.publish("after")
+            seen = [await recv_type(observer, "message", WAIT) for _ in range(3)]
+            assert [m["data"] for m in seen] == ["warm", "stalled", "after"]
+            assert after["seq"] == sent["seq"] + 1
+        texts = [m["data"] for m in await history(server, item, mint("bob"))]
+        assert texts == ["warm", "stalled", "after"]
+    finally:
+        await control.aclose()
         redis.stop()
