@@ -48,6 +48,7 @@ function onStatus(status) {
       setStatus("connecting…", "");
       break;
     case "open": {
+      if (status.reset) show("the room lost its history: what follows is its new sequence", "system");
       const note = status.reset
         ? " (the room lost its history)"
         : status.recovered === false
