@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import Mint, assert_healthy
 from tests.support.client import drain_until_closed, join, recv_json, send_json
@@ -124,9 +125,11 @@ async def test_a_redis_back_empty_reuses_no_seq_and_refuses_publishes_until_repa
         assert (more.json()["seq"], more.json()["epoch"]) == (n, after["epoch"])
     new_epoch = [(8, "after"), (9, 9), (10, 10)]
 
-    for since, epoch in ((7, old), (5, old), (5, None)):  # a live member, then offline ones
+    # Alice, closed with 1012, resumes; carol, offline meanwhile, had seen up to 5 and
+    # resumes with her epoch, then v1 style with since alone.
+    for user, since, epoch in (("alice", 7, old), ("carol", 5, old), ("carol", 5, None)):
         query = {"epoch": epoch} if epoch is not None else {}
-        ws, welcome = await join(server, item, mint("carol"), since=since, extra_query=query)
+        ws, welcome = await join(server, item, mint(user), since=since, extra_query=query)
         async with ws:
             assert welcome["recovered"] is False, (since, epoch, welcome)
             assert (welcome["epoch"], welcome["seq"]) == (after["epoch"], 10)
@@ -135,7 +138,7 @@ async def test_a_redis_back_empty_reuses_no_seq_and_refuses_publishes_until_repa
     await assert_healthy(server)
 
 
-async def _own_copies(ws: Any, count: int) -> list[Frame]:
+async def _own_copies(ws: ClientConnection, count: int) -> list[Frame]:
     frames = await frames_until(ws, lambda f: f.get("ref") == str(count))
     return [f for f in messages(frames) if "ref" in f]
 
