@@ -10,7 +10,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from tests.support.faults import (
     Frame,
     frames_until,
     history,
+    on_redis,
     post_message,
     present,
     pubsub_connections,
@@ -38,13 +38,6 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     instance = PrivateRedis(tmp_path).start()
     yield instance
     instance.stop()
-
-
-def on(redis: PrivateRedis, **overrides: Any) -> dict[str, Any]:
-    """Settings of a server on ``redis``, short enough for a test of a few seconds."""
-    settings: dict[str, Any] = {"presence_ttl_s": 2, "redis_timeout_s": 1}
-    settings |= {"history_size": 1000, "backend": "redis", "redis_url": redis.url}
-    return settings | overrides
 
 
 async def answering(redis: PrivateRedis) -> None:
@@ -69,7 +62,7 @@ def copies_of(frames: list[Frame], id: str) -> list[Frame]:
 async def test_a_publish_redis_stalls_on_is_outcome_unknown_and_its_retry_one_message(
     start_server: Starter, private_redis: PrivateRedis, mint: Mint, item: str
 ) -> None:
-    server = start_server(**on(private_redis, presence_ttl_s=60))
+    server = start_server(**on_redis(private_redis, presence_ttl_s=60))
     alice, _ = await join(server, item, mint("alice"))
     bob, _ = await join(server, item, mint("bob"))
     async with alice, bob:
@@ -105,7 +98,7 @@ async def test_a_publish_redis_stalls_on_is_outcome_unknown_and_its_retry_one_me
 async def test_an_http_publish_redis_stalls_on_is_504_and_its_retry_a_duplicate(
     start_server: Starter, private_redis: PrivateRedis, mint: Mint, item: str
 ) -> None:
-    server = start_server(**on(private_redis, presence_ttl_s=60))
+    server = start_server(**on_redis(private_redis, presence_ttl_s=60))
     token = mint("backend")
     watcher, _ = await join(server, item, mint("watcher"))
     async with watcher:
@@ -143,7 +136,7 @@ async def test_a_process_stopped_past_the_presence_ttl_leaves_then_joins_again(
     start_server: Starter, private_redis: PrivateRedis, mint: Mint, item: str
 ) -> None:
     ttl = 2
-    one, two = start_server(**on(private_redis)), start_server(**on(private_redis))
+    one, two = start_server(**on_redis(private_redis)), start_server(**on_redis(private_redis))
     alice, wa = await join(one, item, mint("alice"))
     bob, wb = await join(two, item, mint("bob"))
     reader = mint("reader", scope=["items:read"])
@@ -180,7 +173,7 @@ async def test_a_leave_while_redis_is_paused_is_done_after_without_a_reconnect(
     # A TTL of 6 s outlasts the pause: no heartbeat lapses, so no process is reaped (which
     # would remove the ghost by another path); the leave itself must be done again.
     ttl = 6
-    settings = on(private_redis, presence_ttl_s=ttl)
+    settings = on_redis(private_redis, presence_ttl_s=ttl)
     one, two = start_server(**settings), start_server(**settings)
     alice, wa = await join(one, item, mint("alice"))
     bob, wb = await join(two, item, mint("bob"))

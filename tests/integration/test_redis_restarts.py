@@ -9,7 +9,6 @@ away, 1012 for the members of a room Redis lost); these go further.
 import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection
@@ -21,6 +20,7 @@ from tests.support.faults import (
     frames_until,
     history,
     is_ready,
+    on_redis,
     post_message,
     present,
     publish_when_ready,
@@ -50,16 +50,6 @@ def aof_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     instance.stop()
 
 
-def on(redis: PrivateRedis) -> dict[str, Any]:
-    return {
-        "backend": "redis",
-        "redis_url": redis.url,
-        "presence_ttl_s": TTL_S,
-        "redis_timeout_s": 1,
-        "history_size": 1000,
-    }
-
-
 def messages(frames: list[Frame]) -> list[Frame]:
     return [f for f in frames if f["type"] == "message"]
 
@@ -79,7 +69,7 @@ async def restart(redis: PrivateRedis, servers: list[ServerProcess], down_s: flo
 async def test_a_redis_back_empty_reuses_no_seq_and_refuses_publishes_until_repaired(
     start_server: Starter, empty_redis: PrivateRedis, mint: Mint, item: str
 ) -> None:
-    server = start_server(**on(empty_redis))
+    server = start_server(**on_redis(empty_redis, presence_ttl_s=TTL_S))
     backend = mint("backend")
     alice, first = await join(server, item, mint("alice"))
     old = first.get("epoch")
@@ -149,7 +139,7 @@ async def _own_copies(ws: ClientConnection, count: int) -> list[Frame]:
 async def test_messages_published_as_soon_as_redis_is_back_arrive_once_each(
     start_server: Starter, aof_redis: PrivateRedis, mint: Mint, item: str
 ) -> None:
-    server = start_server(**on(aof_redis))
+    server = start_server(**on_redis(aof_redis, presence_ttl_s=TTL_S))
     backend = mint("backend")
     alice, first = await join(server, item, mint("alice"))
     async with alice:
@@ -176,7 +166,7 @@ async def test_messages_published_as_soon_as_redis_is_back_arrive_once_each(
 async def test_every_publish_on_an_open_connection_is_answered_across_a_redis_restart(
     start_server: Starter, aof_redis: PrivateRedis, mint: Mint, item: str
 ) -> None:
-    server = start_server(**on(aof_redis))
+    server = start_server(**on_redis(aof_redis, presence_ttl_s=TTL_S))
     alice, _ = await join(server, item, mint("alice"))
     sent: list[str] = []  # refs, in order; ref r<n> goes with id p-<n>
     answers: dict[str, list[Frame]] = {}
@@ -251,7 +241,8 @@ async def test_every_publish_on_an_open_connection_is_answered_across_a_redis_re
 async def test_presence_does_not_flap_when_redis_is_back_after_more_than_the_ttl(
     start_server: Starter, aof_redis: PrivateRedis, mint: Mint, item: str
 ) -> None:
-    one, two = start_server(**on(aof_redis)), start_server(**on(aof_redis))
+    settings = on_redis(aof_redis, presence_ttl_s=TTL_S)
+    one, two = start_server(**settings), start_server(**settings)
     # Two members on each process: a flap shows to the members of the other process and
     # to a neighbour on the same one.
     members = [

@@ -13,10 +13,18 @@ import redis
 from websockets.asyncio.client import ClientConnection
 
 from tests.support.client import bearer, recv_json
+from tests.support.redis_server import PrivateRedis
 from tests.support.server import ServerProcess
 
 POLL_S = 0.05
 Frame = dict[str, Any]
+
+
+def on_redis(redis: PrivateRedis, **overrides: Any) -> dict[str, Any]:
+    """Settings of a server on ``redis``, short enough for a test of a few seconds."""
+    settings: dict[str, Any] = {"backend": "redis", "redis_url": redis.url}
+    settings |= {"presence_ttl_s": 2, "redis_timeout_s": 1, "history_size": 1000}
+    return settings | overrides
 
 
 async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
