@@ -14,7 +14,7 @@ from pydantic.json_schema import JsonSchemaMode
 
 from api import close_codes
 from api.close_codes import POLICY_VIOLATION, Close, Reason
-from api.frames import MAX_REF_LENGTH, ClientFrame, ServerFrame
+from api.frames import ID_PATTERN, MAX_REF_LENGTH, ClientFrame, ServerFrame
 from auth.credentials import BEARER_SUBPROTOCOL_PREFIX, ITEM_ID_PATTERN, SUBPROTOCOL
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -41,6 +41,8 @@ CLOSE_WHEN: dict[Reason, str] = {
     Reason.TOO_MANY_CONNECTIONS: "a connection cap is reached, per process or per user" + ADDITION,
     Reason.GOING_AWAY: "server shutting down or draining",
     Reason.INTERNAL_ERROR: "a bug or a lost backend",
+    Reason.EPOCH_CHANGED: "the room's sequence was lost and restarted: resume, then reload "
+    "(PROTOCOL.md v1.1: reconnect with `since` and `epoch`, and learn `recovered: false`)",
 }
 
 # The ``code`` of an ``error`` frame: the connection stays open.
@@ -48,7 +50,7 @@ ERROR_CODES: dict[str, str] = {
     "invalid_json": "the text frame is not valid JSON",
     "invalid_frame": "not a JSON object, or missing or wrong fields (a `publish` without "
     f"`data`, a `refresh` without a token, a `ref` that is not a string of at most "
-    f"{MAX_REF_LENGTH} characters)",
+    f"{MAX_REF_LENGTH} characters, an `id` that is not 1 to 64 of `A-Z a-z 0-9 . _ : -`)",
     "unknown_type": "`type` is missing or names no client frame",
     "too_deep": "`data` nests deeper than allowed (`ITEMROOMS_MAX_JSON_DEPTH`)",
     "not_allowed": "a publish or binary frame without `items:write` for this item",
@@ -56,6 +58,8 @@ ERROR_CODES: dict[str, str] = {
     "the connection with 1008 `rate_limited`)",
     "invalid_refresh": "the `refresh` token does not expire later than the current one",
     "unavailable": "the backend is briefly unreachable: the message was **not** published; retry",
+    "outcome_unknown": "the backend took the publish but did not answer in time: it may or "
+    "may not be stored; retry with the same `id` (PROTOCOL.md v1.1), which is applied once",
 }
 
 
@@ -70,9 +74,10 @@ FRAMES: dict[str, FrameDoc] = {
     "welcome": FrameDoc(
         "The first frame after joining: who you are, who else is here, the latest seq.",
         "`members` lists the *other* members. `seq` is the room's latest `seq` (0 for a "
-        "room that never had a message). With `?since=`, the missed messages follow as "
+        "room that never had a message) and `epoch` the identity of the room's sequence "
+        "(PROTOCOL.md v1.1). With `?since=` (and `&epoch=`), the missed messages follow as "
         "`message` frames before live traffic; `recovered` is `false` when some were "
-        "already gone from history.",
+        "already gone from history, or when the epoch given is not the room's.",
         {
             "type": "welcome",
             "item_id": "42",
@@ -81,13 +86,17 @@ FRAMES: dict[str, FrameDoc] = {
             "members": [{"user": "bob", "client_id": "c_11aa"}],
             "seq": 17,
             "recovered": True,
+            "epoch": "3f9c1a2b6751d9f20a4c1",
         },
     ),
     "message": FrameDoc(
         "A message published in the room, to every member, the sender included.",
         "`seq` increases by one per message within a room, across all server processes, "
-        "and never repeats. `ref` is echoed only in the sender's copy, so it doubles as "
-        "the acknowledgement of its `publish`.",
+        "and never repeats within an epoch. `ref` is echoed only in the sender's copy, so "
+        "it doubles as the acknowledgement of its `publish`. `id` is in every copy of a "
+        "message whose publisher gave one. `duplicate: true` marks the answer to a "
+        "repeated `id`: the original message, sent to its sender alone (an "
+        "acknowledgement, not a new message).",
         {
             "type": "message",
             "item_id": "42",
@@ -95,6 +104,7 @@ FRAMES: dict[str, FrameDoc] = {
             "ts": 1732712345678,
             "sender": {"user": "alice", "client_id": "c_8f3a"},
             "data": {"text": "hi"},
+            "id": "m-01HZX3",
             "ref": "r1",
         },
     ),
@@ -132,8 +142,10 @@ FRAMES: dict[str, FrameDoc] = {
         "Publish `data` (any JSON) to the room; needs `items:write`.",
         f"`ref` is optional (a string of at most {MAX_REF_LENGTH} characters): it comes "
         "back in the sender's own copy of the `message`, and in any `error` frame "
-        "about this publish. Publishes are rate-limited per connection.",
-        {"type": "publish", "data": {"text": "hi"}, "ref": "r1"},
+        "about this publish. `id` (PROTOCOL.md v1.1) makes it idempotent: repeated by the "
+        "same user into the same room within `ITEMROOMS_PUBLISH_DEDUP_S`, it is not "
+        "published again. Publishes are rate-limited per connection.",
+        {"type": "publish", "data": {"text": "hi"}, "ref": "r1", "id": "m-01HZX3"},
     ),
     "ping": FrameDoc("Ask for a `pong`.", "", {"type": "ping"}),
     "refresh": FrameDoc(
@@ -291,6 +303,14 @@ def connection_bindings() -> dict[str, Any]:
                         "description": "Resume: replay the messages with a larger `seq` "
                         "before live traffic (1008 `invalid_since` if not a non-negative "
                         "integer).",
+                    },
+                    "epoch": {
+                        "type": "string",
+                        "pattern": ID_PATTERN,
+                        "description": "With `since`: the `epoch` of the welcome the client "
+                        "last had (PROTOCOL.md v1.1). The room's own: the replay is exactly "
+                        "what was missed; another: `recovered` is false and the replay is "
+                        "the current epoch's history (1008 `invalid_request` if malformed).",
                     },
                     "token": {
                         "type": "string",

@@ -32,6 +32,8 @@ class Reason(StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
     GOING_AWAY = "going_away"
     INTERNAL_ERROR = "internal_error"
+    # PROTOCOL.md v1.1: the room's sequence was lost and restarted; resume, then reload.
+    EPOCH_CHANGED = "epoch_changed"
 
 
 POLICY_VIOLATION = 1008
@@ -45,3 +47,4 @@ FORBIDDEN = Close(POLICY_VIOLATION, Reason.FORBIDDEN)
 ITEM_CLOSED = Close(POLICY_VIOLATION, Reason.ITEM_CLOSED)
 RATE_LIMITED = Close(POLICY_VIOLATION, Reason.RATE_LIMITED)
 TOO_MANY_CONNECTIONS = Close(1013, Reason.TOO_MANY_CONNECTIONS)
+EPOCH_CHANGED = Close(1012, Reason.EPOCH_CHANGED)

@@ -7,6 +7,7 @@ by hand, and server frames are encoded with orjson straight from dicts, once
 per room rather than once per member.
 """
 
+import re
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -16,6 +17,9 @@ from pydantic.json_schema import SkipJsonSchema
 from api.hub.backends.base import Message, Presence, Sender, Snapshot
 
 MAX_REF_LENGTH = 128
+# A publish id (and an epoch): PROTOCOL.md v1.1's "1 to 64 characters of A-Z a-z 0-9 . _ : -".
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+is_id = re.compile(ID_PATTERN).fullmatch
 
 ErrorCode = Literal[
     "invalid_json",
@@ -26,6 +30,7 @@ ErrorCode = Literal[
     "rate_limited",
     "invalid_refresh",
     "unavailable",
+    "outcome_unknown",
 ]
 
 
@@ -41,6 +46,13 @@ class PublishFrame(BaseModel):
         None,
         max_length=MAX_REF_LENGTH,
         description="Echoed in the sender's own copy of the message: the acknowledgement",
+    )
+    id: str | SkipJsonSchema[None] = Field(
+        None,
+        pattern=ID_PATTERN,
+        description="Chosen by the client, unique per message: a publish repeated with the "
+        "same id (same user, same room, within ITEMROOMS_PUBLISH_DEDUP_S) is not published "
+        "again; its sender gets the original message with duplicate: true",
     )
 
 
@@ -78,7 +90,11 @@ class WelcomeFrame(BaseModel):
     members: list[MemberModel] = Field(description="The other members, on every process")
     seq: int = Field(ge=0, description="The room's latest seq; 0 for a room without messages")
     recovered: bool = Field(
-        description="With since: false when messages after it were already gone from history"
+        description="With since: false when messages after it were already gone from history, "
+        "or when the epoch given is not the room's"
+    )
+    epoch: str = Field(
+        description="The identity of the room's sequence; resume with since and this epoch"
     )
 
 
@@ -93,6 +109,14 @@ class MessageFrame(BaseModel):
     data: Any = Field(description="What was published")
     ref: str | SkipJsonSchema[None] = Field(
         None, max_length=MAX_REF_LENGTH, description="Only in the sender's own copy"
+    )
+    id: str | SkipJsonSchema[None] = Field(
+        None, description="The publisher's id, in every copy, when it gave one"
+    )
+    duplicate: Literal[True] | SkipJsonSchema[None] = Field(
+        None,
+        description="Only in the answer to a repeated id: the original message, sent to "
+        "the sender alone; an acknowledgement, not a new message",
     )
 
 
@@ -148,11 +172,12 @@ class FrameError(Exception):
 
 
 class Publish:
-    __slots__ = ("data", "ref")
+    __slots__ = ("data", "ref", "id")
 
-    def __init__(self, data: bytes, ref: str | None) -> None:
+    def __init__(self, data: bytes, ref: str | None, id: str | None = None) -> None:
         self.data = data  # the ``data`` value, already encoded as JSON
         self.ref = ref
+        self.id = id
 
 
 class Ping:
@@ -213,7 +238,10 @@ def parse_client_frame(text: str, max_depth: int = 32) -> Publish | Ping | Refre
             raise FrameError("invalid_frame", "publish needs data", ref)
         if depth(frame["data"], max_depth) > max_depth:
             raise FrameError("too_deep", f"data nests deeper than {max_depth} levels", ref)
-        return Publish(compact_json(frame["data"]), ref)
+        id = frame.get("id")
+        if id is not None and not (isinstance(id, str) and is_id(id)):
+            raise FrameError("invalid_frame", "id must be 1 to 64 of A-Z a-z 0-9 . _ : -", ref)
+        return Publish(compact_json(frame["data"]), ref, id)
     if kind == "ping":
         return PING
     if kind == "refresh":
@@ -225,21 +253,30 @@ def parse_client_frame(text: str, max_depth: int = 32) -> Publish | Ping | Refre
 
 
 def encode_message(message: Message) -> str:
-    return orjson.dumps(
-        {
-            "type": "message",
-            "item_id": message.item_id,
-            "seq": message.seq,
-            "ts": message.ts,
-            "sender": {"user": message.sender.user, "client_id": message.sender.client_id},
-            "data": orjson.Fragment(message.data),
-        }
-    ).decode()
+    frame: dict[str, Any] = {
+        "type": "message",
+        "item_id": message.item_id,
+        "seq": message.seq,
+        "ts": message.ts,
+        "sender": {"user": message.sender.user, "client_id": message.sender.client_id},
+        "data": orjson.Fragment(message.data),
+    }
+    if message.id is not None:
+        frame["id"] = message.id
+    return orjson.dumps(frame).decode()
 
 
 def with_ref(frame: str, ref: str) -> str:
     """The sender's copy of an encoded message: the same frame plus its ``ref``."""
     return f'{frame[:-1]},"ref":{orjson.dumps(ref).decode()}}}'
+
+
+def encode_duplicate(original: Message, ref: str | None) -> str:
+    """The answer to a repeated publish id: the original, marked, with this ``ref``."""
+    frame = encode_message(original)
+    if ref is not None:
+        frame = with_ref(frame, ref)
+    return frame[:-1] + ',"duplicate":true}'
 
 
 def encode_presence(event: Presence) -> str:
@@ -270,6 +307,7 @@ def encode_welcome(item_id: str, member: Sender, snapshot: Snapshot) -> str:
             "members": others,
             "seq": snapshot.seq,
             "recovered": snapshot.recovered,
+            "epoch": snapshot.epoch,
         }
     ).decode()
 

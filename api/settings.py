@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(65536, ge=128)
     send_queue: int = Field(1024, ge=1)
     rate_limit: float = Field(50, gt=0)
+    # PROTOCOL.md v1.1: a publish id is applied once within this many seconds.
+    publish_dedup_s: float = Field(300.0, gt=0)
 
     # --- ours ---
     # "development" allows a generated JWT secret and short secrets; anything
@@ -52,6 +54,9 @@ class Settings(BaseSettings):
     history_ttl_s: float = Field(7 * 86400, gt=0)
     # Namespace of every Redis key and channel, so deployments can share one Redis.
     redis_prefix: str = "itemrooms:"
+    # How long a Redis command may take before its outcome counts as unknown (a publish
+    # is then answered ``outcome_unknown``, never retried by the server).
+    redis_timeout_s: float = Field(5.0, gt=0)
     # Members of a process that stopped heart-beating disappear within about this long.
     presence_ttl_s: float = Field(15.0, ge=1.0)
     # Publishes (and binary frames) per second per connection may burst to this many.

@@ -21,6 +21,7 @@ from api.frames import (
     ClientFrame,
     ErrorCode,
     ServerFrame,
+    encode_duplicate,
     encode_message,
     encode_presence,
     encode_welcome,
@@ -185,13 +186,20 @@ ALICE = Sender("alice", "c_a")
     [
         (
             "welcome",
-            encode_welcome("42", ALICE, Snapshot(3, [ALICE, Sender("bob", "c_b")], [], True)),
+            encode_welcome(
+                "42", ALICE, Snapshot(3, "e1", (ALICE, Sender("bob", "c_b")), (), True)
+            ),
         ),
         ("message", encode_message(Message("42", 7, 1_700_000_000_000, ALICE, b"[1]", None))),
         (
             "message",
             with_ref(encode_message(Message("42", 8, 1_700_000_000_001, ALICE, b"{}", "r")), "r"),
         ),
+        (
+            "message",
+            encode_duplicate(Message("42", 9, 1_700_000_000_002, ALICE, b"1", None, "m-1"), "r2"),
+        ),
+        ("error", error_frame("outcome_unknown", "retry with the same id", "r3")),
         ("presence", encode_presence(Presence("42", "leave", ALICE))),
         ("error", error_frame("invalid_json", "frame is not valid JSON")),
         ("error", error_frame("not_allowed", "no", "r1")),
@@ -250,7 +258,7 @@ def test_error_codes_cover_every_code_the_server_sends(document: dict[str, Any])
     assert [c["code"] for c in message["x-error-codes"]] == list(ERROR_CODES)
     expected = {
         "invalid_json", "invalid_frame", "unknown_type", "too_deep", "not_allowed",
-        "rate_limited", "invalid_refresh", "unavailable",
+        "rate_limited", "invalid_refresh", "unavailable", "outcome_unknown",
     }  # fmt: skip
     assert set(ERROR_CODES) == expected == set(get_args(ErrorCode))
     for code in ERROR_CODES:

@@ -8,22 +8,41 @@ awaiting a socket.
 A member is welcomed in two steps so that it misses nothing and sees nothing
 twice: it is registered as *joining* (its events are held back) before the room
 snapshot is read; after the welcome and the replay, the held-back events newer
-than the snapshot are released, and only then does it go live.
+than the snapshot are released, and only then does it go live. If the room's
+live stream has not yet reached the snapshot's seq (with Redis, the snapshot is
+read on another connection than pub/sub, which may lag, or be reconnecting), the
+member keeps a *floor*: live messages up to the snapshot's seq are skipped for
+it, since its replay had them.
+
+A replay is read from the backend a page at a time, as the member's writer
+sends it, so a resuming client that does not read holds one page, not the
+room's history.
 """
 
 import asyncio
 import logging
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.close_codes import FORBIDDEN, ITEM_CLOSED, SLOW_CONSUMER, Close
+from api.close_codes import (
+    EPOCH_CHANGED,
+    FORBIDDEN,
+    INTERNAL_ERROR,
+    ITEM_CLOSED,
+    SLOW_CONSUMER,
+    Close,
+)
 from api.frames import encode_message, encode_presence, encode_welcome, with_ref
 from api.hub.backends.base import (
     Backend,
+    BackendUnavailable,
     Control,
+    EpochChange,
     Event,
     Message,
     Presence,
+    Published,
     Relay,
     Sender,
     Snapshot,
@@ -35,6 +54,8 @@ from api.metrics import Metrics
 
 log = logging.getLogger("itemrooms.hub")
 
+REPLAY_PAGE = 100  # messages read from the backend at a time for a replay
+
 
 @dataclass(slots=True)
 class _Room:
@@ -45,6 +66,10 @@ class _Room:
     subscribed: bool = False
     # Serialises subscribe and unsubscribe, so a join never races the last leave.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_seq: int = 0  # the newest seq the backend delivered (in the current epoch)
+    # floors[client_id] = the snapshot seq of a live member whose replay is ahead of
+    # the live stream: it is sent only newer messages until the stream catches up.
+    floors: dict[str, int] = field(default_factory=dict)
 
 
 class Hub:
@@ -67,13 +92,15 @@ class Hub:
 
     # --- membership ---------------------------------------------------------
 
-    async def join(self, item_id: str, member: Member, since: int | None) -> None:
+    async def join(
+        self, item_id: str, member: Member, since: int | None, epoch: str | None = None
+    ) -> None:
         """Welcome ``member`` into the room: welcome frame, replay, then live events."""
         held: list[Event] = []
         room = await self._enter(item_id, member, held)
         try:
             await self.backend.join(item_id, member.sender)
-            snapshot = await self.backend.snapshot(item_id, since)
+            snapshot = await self.backend.snapshot(item_id, since, epoch, REPLAY_PAGE)
         except BaseException:
             room.joining.pop(member.client_id, None)
             try:
@@ -85,12 +112,39 @@ class Hub:
         # size and the join's duration, so they bypass the send queue's limit.
         member.push(Outgoing(encode_welcome(item_id, member.sender, snapshot)), force=True)
         if snapshot.messages:
-            # Encoded by the writer as it sends, one at a time: a resuming client that
-            # does not read holds no copy of the history.
-            member.push_stream(Outgoing(encode_message(m)) for m in snapshot.messages)
+            member.push_stream(self._replay(item_id, member, snapshot))
         self._release_held(member, snapshot, held)
         del room.joining[member.client_id]
         room.members[member.client_id] = member
+        if room.last_seq < snapshot.seq:
+            room.floors[member.client_id] = snapshot.seq
+
+    async def _replay(
+        self, item_id: str, member: Member, snapshot: Snapshot
+    ) -> AsyncGenerator[Outgoing, None]:
+        """The messages after ``since`` up to the snapshot's seq, a page at a time."""
+        page = snapshot.messages
+        while True:
+            for message in page:
+                yield Outgoing(encode_message(message))
+            last = page[-1].seq
+            if len(page) < REPLAY_PAGE or last >= snapshot.seq:
+                return
+            try:
+                page = await self.backend.history(
+                    item_id, snapshot.epoch, last, snapshot.seq, REPLAY_PAGE
+                ) or ()
+            except BackendUnavailable:
+                self.evict(item_id, member, INTERNAL_ERROR)
+                return
+            if page is None:
+                self.evict(item_id, member, EPOCH_CHANGED)
+                return
+            if not page or page[0].seq != last + 1:
+                # History moved past what this client has read: it resumes from its
+                # last seq and is told recovered: false, rather than miss messages.
+                self.evict(item_id, member, SLOW_CONSUMER)
+                return
 
     async def _enter(self, item_id: str, member: Member, held: list[Event]) -> _Room:
         """Register ``member`` as joining a subscribed room; return that room."""
@@ -137,6 +191,7 @@ class Hub:
         room = self._rooms.get(item_id)
         if room is None or room.members.pop(member.client_id, None) is None:
             return
+        room.floors.pop(member.client_id, None)
         try:
             await self.backend.leave(item_id, member.sender)
         finally:
@@ -157,9 +212,11 @@ class Hub:
 
     # --- publishing ---------------------------------------------------------
 
-    async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
+    async def publish(
+        self, item_id: str, sender: Sender, data: bytes, ref: str | None, id: str | None = None
+    ) -> Published:
         """One path for every publish, WebSocket or HTTP, so members see one order."""
-        return await self.backend.publish(item_id, sender, data, ref)
+        return await self.backend.publish(item_id, sender, data, ref, id)
 
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         await self.backend.relay(item_id, sender, payload)
@@ -173,8 +230,13 @@ class Hub:
         if isinstance(event, Control):
             self._apply_control(room, event)
             return
+        if isinstance(event, EpochChange):
+            self._restart(room, event)
+            return
         for _, held in room.joining.values():
             held.append(event)
+        if isinstance(event, Message):
+            room.last_seq = event.seq
         if not room.members:
             return
         overflowed: list[Member] = []
@@ -183,17 +245,27 @@ class Hub:
             frame = encode_message(event)
             shared = Outgoing(frame, accepted_at=event.ts / 1000)
             sender_id = event.sender.client_id
+            floors, skipped = room.floors, 0
             for cid, member in room.members.items():
                 if member.close_with is not None:
                     dropped += 1
                     continue
+                if floors and cid in floors:
+                    floor = floors[cid]
+                    if event.seq >= floor:
+                        del floors[cid]  # caught up: live from the next message
+                    if event.seq <= floor:
+                        skipped += 1  # its replay had it
+                        continue
                 if cid == sender_id and event.ref is not None:
                     message = Outgoing(with_ref(frame, event.ref))
                 else:
                     message = shared
                 if not member.push(message):
                     overflowed.append(member)
-            self.metrics.delivered.inc(len(room.members) - dropped - len(overflowed))
+            self.metrics.delivered.inc(
+                len(room.members) - dropped - skipped - len(overflowed)
+            )
         else:
             shared = self._other_frame(event)
             skip = event.member.client_id if isinstance(event, Presence) else event.sender.client_id
@@ -204,6 +276,13 @@ class Hub:
             self.evict(event.item_id, member, SLOW_CONSUMER)
         if dropped:
             self.metrics.dropped.inc(dropped)
+
+    def _restart(self, room: _Room, event: EpochChange) -> None:
+        """The room's sequence restarted: every member's seqs are of the old one."""
+        room.last_seq = 0
+        room.floors.clear()
+        for member in [*room.members.values(), *(m for m, _ in room.joining.values())]:
+            self.evict(event.item_id, member, EPOCH_CHANGED)
 
     def _apply_control(self, room: _Room, event: Control) -> None:
         close = ITEM_CLOSED if event.action == "close" else FORBIDDEN

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 from api.close_codes import Close
@@ -40,9 +40,11 @@ DIRECT_SOCKET = "itemrooms.direct_socket"
 
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
 # A queue item: one frame, wire bytes (this loop turn's direct frames, when something
-# had to be queued behind them), a stream of frames (a replay) that the writer encodes
-# as it sends and that counts as one item, or the close that ends the queue.
-QueueItem = Outgoing | bytes | Iterator[Outgoing] | Close
+# had to be queued behind them), a stream of frames (a replay, read from the backend a
+# page at a time as the writer sends it) that counts as one item, or the close that
+# ends the queue.
+Replay = AsyncGenerator[Outgoing, None]
+QueueItem = Outgoing | bytes | Replay | Close
 
 # A queue never holds more than this many times its limit, backpressured or not.
 BURST_CAP_FACTOR = 8
@@ -149,7 +151,7 @@ class Member:
         self._enqueue(frame)
         return True
 
-    def push_stream(self, frames: Iterator[Outgoing]) -> None:
+    def push_stream(self, frames: Replay) -> None:
         """Queue a stream of frames (a replay), produced lazily by the writer."""
         if self.close_with is None:
             self._enqueue(frames)
@@ -226,10 +228,16 @@ class Member:
                 if isinstance(item, Outgoing | bytes):
                     await self._send_one(item)
                     continue
-                for frame in item:
-                    if self.close_with is not None:
-                        break  # the close waits behind it in the queue
-                    await self._send_one(frame)
+                try:
+                    async for frame in item:
+                        if self._queue is not queue:
+                            break  # a close dropped what was queued: it goes next
+                        await self._send_one(frame)
+                finally:
+                    await item.aclose()
+                # A close that keeps the queue (rate_limited) waits for the whole replay:
+                # cut short, the newer frames behind it would leave a gap that no resume
+                # could fill (the client's last seq would be past it).
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client is gone: its reader sees the disconnect

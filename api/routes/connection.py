@@ -31,10 +31,11 @@ from api.frames import (
     Publish,
     Refresh,
     encode,
+    encode_duplicate,
     error_frame,
     parse_client_frame,
 )
-from api.hub.backends.base import BackendUnavailable, Sender
+from api.hub.backends.base import BackendUnavailable, OutcomeUnknown, Sender
 from api.hub.hub import Hub
 from api.hub.member import DIRECT_SOCKET, Member
 from api.hub.outgoing import Outgoing
@@ -52,6 +53,7 @@ MAX_PUBLISHING = 64  # publishes of one connection waiting for the backend
 CLOSE_WAIT_S = 2.0
 NOT_ALLOWED = "token lacks items:write for this item"
 UNAVAILABLE = "not published: the service is briefly unavailable; retry"
+OUTCOME_UNKNOWN = "may or may not be published: retry with the same id"
 SLOW_DOWN = "not published: over the rate limit; slow down"
 
 
@@ -85,7 +87,7 @@ class Connection:
         self._expiry: asyncio.TimerHandle | None = None
         self._publishing: set[asyncio.Task[None]] | None = None  # made at the first publish
 
-    async def serve(self, since: int | None) -> None:
+    async def serve(self, since: int | None, epoch: str | None = None) -> None:
         await self.websocket.accept(subprotocol=accepted_subprotocol(self.websocket))
         user = self.member.sender.user
         metrics = self.hub.metrics
@@ -95,7 +97,7 @@ class Connection:
             return
         metrics.connections.inc()
         try:
-            await self.hub.join(self.item_id, self.member, since)
+            await self.hub.join(self.item_id, self.member, since, epoch)
             metrics.joins.inc()
             self._expire_at(self.member.claims.exp)
             await self._read()
@@ -202,13 +204,22 @@ class Connection:
 
     async def _publish(self, frame: Publish) -> None:
         try:
-            await self.hub.publish(self.item_id, self.member.sender, frame.data, frame.ref)
+            published = await self.hub.publish(
+                self.item_id, self.member.sender, frame.data, frame.ref, frame.id
+            )
         except BackendUnavailable:
             # Never dropped silently: the sender learns it was not published.
             self.hub.metrics.backend_errors.inc()
             self._error("unavailable", UNAVAILABLE, frame.ref)
+        except OutcomeUnknown:
+            self.hub.metrics.backend_errors.inc()
+            self._error("outcome_unknown", OUTCOME_UNKNOWN, frame.ref)
         else:
-            self.hub.metrics.published.labels("websocket").inc()
+            if published.duplicate is not None:
+                # Nobody else hears of it: the sender alone gets the original again.
+                self._reply(Outgoing(encode_duplicate(published.duplicate, frame.ref)))
+            else:
+                self.hub.metrics.published.labels("websocket").inc()
 
     async def _refresh(self, frame: Refresh) -> None:
         """A newer token for the same user: its permissions apply from now on."""

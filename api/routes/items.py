@@ -8,11 +8,11 @@ members see one order whichever way messages came in.
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from api.frames import MemberModel, MessageFrame, compact_json, depth
-from api.hub.backends.base import BackendUnavailable, Message, Sender
+from api.frames import ID_PATTERN, MemberModel, MessageFrame, compact_json, depth
+from api.hub.backends.base import BackendUnavailable, Message, OutcomeUnknown, Sender
 from api.hub.hub import Hub
 from api.settings import Settings
 from auth.credentials import ItemId
@@ -34,12 +34,22 @@ class PublishRequest(BaseModel):
 class PublishResponse(BaseModel):
     item_id: str
     seq: int = Field(description="The message's place in the room, as members will see it")
+    epoch: str = Field(description="The room's sequence the seq belongs to")
+    duplicate: bool = Field(
+        description="True when the Idempotency-Key was already used: nothing was published, "
+        "and seq is the original message's"
+    )
+    id: str | None = Field(None, description="The Idempotency-Key, when one was given")
 
 
 class HistoryResponse(BaseModel):
     item_id: str
     seq: int = Field(description="The room's latest seq")
-    recovered: bool = Field(description="False when messages after `since` were already gone")
+    epoch: str = Field(description="The room's sequence; give it back with `since` to resume")
+    recovered: bool = Field(
+        description="False when messages after `since` were already gone, or when `epoch` "
+        "is not the room's (the messages are then the current epoch's, from its start)"
+    )
     messages: list[MessageFrame]
 
 
@@ -77,8 +87,15 @@ def unavailable() -> HTTPException:
     return HTTPException(503, "backend unavailable; retry", headers={"Retry-After": "1"})
 
 
+def outcome_unknown() -> HTTPException:
+    return HTTPException(
+        504, "outcome unknown: the message may or may not be published; retry with the "
+        "same Idempotency-Key"
+    )
+
+
 def message_frame(message: Message) -> MessageFrame:
-    return MessageFrame(
+    frame = MessageFrame(
         type="message",
         item_id=message.item_id,
         seq=message.seq,
@@ -86,31 +103,63 @@ def message_frame(message: Message) -> MessageFrame:
         sender=MemberModel(user=message.sender.user, client_id=message.sender.client_id),
         data=orjson.loads(message.data),
     )
+    if message.id is not None:
+        frame.id = message.id  # set, so that response_model_exclude_unset keeps it
+    return frame
 
 
 @router.post(
     "/messages",
     summary="Publish a message into the room (needs items:write)",
     response_model=PublishResponse,
+    response_model_exclude_none=True,  # "id" only when an Idempotency-Key was given
     dependencies=[Depends(bounded_body)],
-    responses={**AUTH_ERRORS, 413: {"description": "Body over the message size limit"}},
+    responses={
+        **AUTH_ERRORS,
+        413: {"description": "Body over the message size limit"},
+        503: {"description": "Not published: the backend is unavailable; retry"},
+        504: {"description": "Outcome unknown: retry with the same Idempotency-Key"},
+    },
 )
 async def publish(
-    item_id: ItemId, claims: Writer, request: Request, body: Annotated[PublishRequest, Body()]
+    item_id: ItemId,
+    claims: Writer,
+    request: Request,
+    body: Annotated[PublishRequest, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=ID_PATTERN,
+            description="A publish id: a repeat within ITEMROOMS_PUBLISH_DEDUP_S by the same "
+            "user into the same room is not published again (answered duplicate: true)",
+        ),
+    ] = None,
 ) -> PublishResponse:
     settings: Settings = request.app.state.settings
     if depth(body.data, settings.max_json_depth) > settings.max_json_depth:
         raise HTTPException(422, f"data nests deeper than {settings.max_json_depth} levels")
     hub = hub_of(request)
+    sender = Sender(claims.sub, HTTP_CLIENT_ID)
     try:
-        seq = await hub.publish(
-            item_id, Sender(claims.sub, HTTP_CLIENT_ID), compact_json(body.data), None
+        published = await hub.publish(
+            item_id, sender, compact_json(body.data), None, idempotency_key
         )
     except BackendUnavailable as exc:
         hub.metrics.backend_errors.inc()
         raise unavailable() from exc
-    hub.metrics.published.labels("http").inc()
-    return PublishResponse(item_id=item_id, seq=seq)
+    except OutcomeUnknown as exc:
+        hub.metrics.backend_errors.inc()
+        raise outcome_unknown() from exc
+    duplicate = published.duplicate is not None
+    if not duplicate:
+        hub.metrics.published.labels("http").inc()
+    return PublishResponse(
+        item_id=item_id,
+        seq=published.seq,
+        epoch=published.epoch,
+        duplicate=duplicate,
+        id=idempotency_key,
+    )
 
 
 @router.get(
@@ -125,15 +174,19 @@ async def history(
     claims: Reader,
     request: Request,
     since: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    epoch: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> HistoryResponse:
     try:
-        snapshot = await hub_of(request).backend.snapshot(item_id, since)
+        snapshot = await hub_of(request).backend.snapshot(item_id, since, epoch, limit)
     except BackendUnavailable as exc:
         raise unavailable() from exc
-    messages = [message_frame(m) for m in snapshot.messages[:limit]]
     return HistoryResponse(
-        item_id=item_id, seq=snapshot.seq, recovered=snapshot.recovered, messages=messages
+        item_id=item_id,
+        seq=snapshot.seq,
+        epoch=snapshot.epoch,
+        recovered=snapshot.recovered,
+        messages=[message_frame(m) for m in snapshot.messages],
     )
 
 

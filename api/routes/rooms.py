@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket
 
 from api.close_codes import Reason
+from api.frames import ID_PATTERN
 from api.routes.connection import Connection
 from auth.credentials import RoomClaims, reject
 
@@ -25,8 +26,9 @@ async def room_socket(
     item_id: str,
     claims: RoomClaims,
     since: Annotated[int | None, Query(ge=0)] = None,
+    epoch: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
 ) -> None:
-    await Connection(websocket, item_id, claims).serve(since)
+    await Connection(websocket, item_id, claims).serve(since, epoch)
 
 
 @router.websocket("/items/{anything:path}/ws")

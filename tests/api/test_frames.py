@@ -13,6 +13,7 @@ from api.frames import (
     Publish,
     Refresh,
     ServerFrame,
+    encode_duplicate,
     encode_message,
     encode_presence,
     encode_welcome,
@@ -47,9 +48,15 @@ def test_server_frames_match_their_models() -> None:
     }
     assert valid(with_ref(encode_message(message), 'r"1'))["ref"] == 'r"1'
     assert valid(encode_presence(Presence("42", "leave", BOB)))["event"] == "leave"
-    welcome = valid(encode_welcome("42", ALICE, Snapshot(3, (ALICE, BOB), (), False)))
+    welcome = valid(encode_welcome("42", ALICE, Snapshot(3, "e-1", (ALICE, BOB), (), False)))
     assert welcome["members"] == [{"user": "bob", "client_id": "c_b"}]
     assert (welcome["seq"], welcome["recovered"], welcome["user"]) == (3, False, "alice")
+    assert welcome["epoch"] == "e-1"
+    with_id = Message("42", 8, 1_700_000_000_000, ALICE, b"1", "r1", "m-1")
+    assert valid(encode_message(with_id))["id"] == "m-1"  # every copy carries the id
+    duplicate = valid(encode_duplicate(with_id, "r9"))
+    assert (duplicate["seq"], duplicate["id"], duplicate["ref"]) == (8, "m-1", "r9")
+    assert duplicate["duplicate"] is True
     assert valid(error_frame("invalid_json", "nope", "r1"))["ref"] == "r1"
     assert "ref" not in valid(error_frame("invalid_json", "nope"))
     assert valid(PONG) == {"type": "pong"}
@@ -60,6 +67,8 @@ def test_server_frames_match_their_models() -> None:
     [
         '{"type":"publish","data":{"x":1},"ref":"r1"}',
         '{"type":"publish","data":null}',
+        '{"type":"publish","data":1,"id":"m-01HZX3.a_b:c"}',
+        '{"type":"publish","data":1,"id":"' + "i" * 64 + '"}',
         '{"type":"ping"}',
         '{"type":"refresh","token":"a.b.c"}',
     ],
@@ -68,6 +77,8 @@ def test_frames_the_parser_accepts_are_valid_models(text: str) -> None:
     parsed = parse_client_frame(text)
     model = CLIENT.validate_json(text)
     assert type(parsed) is {"publish": Publish, "ping": Ping, "refresh": Refresh}[model.type]
+    if isinstance(parsed, Publish):
+        assert parsed.id == getattr(model, "id", None)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +87,10 @@ def test_frames_the_parser_accepts_are_valid_models(text: str) -> None:
         '{"type":"publish"}',
         '{"type":"publish","data":1,"ref":5}',
         '{"type":"publish","data":1,"ref":"' + "r" * 129 + '"}',
+        '{"type":"publish","data":1,"id":""}',
+        '{"type":"publish","data":1,"id":"a b"}',
+        '{"type":"publish","data":1,"id":5}',
+        '{"type":"publish","data":1,"id":"' + "i" * 65 + '"}',
         '{"type":"refresh"}',
         '{"type":"nope"}',
         "[]",

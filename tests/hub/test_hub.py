@@ -10,7 +10,7 @@ import pytest
 
 from api.close_codes import SLOW_CONSUMER
 from api.hub import hub as hub_module
-from api.hub.backends.base import BackendUnavailable, Sender, Snapshot
+from api.hub.backends.base import BackendUnavailable, Published, Sender, Snapshot
 from api.hub.backends.memory import MemoryBackend
 from api.hub.hub import Hub
 from api.hub.member import BURST_CAP_FACTOR, Member
@@ -28,9 +28,11 @@ class YieldingBackend(MemoryBackend):
         await asyncio.sleep(0)
         await super().unsubscribe(item_id)
 
-    async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
+    async def publish(
+        self, item_id: str, sender: Sender, data: bytes, ref: str | None, id: str | None = None
+    ) -> Published:
         await asyncio.sleep(0)
-        return await super().publish(item_id, sender, data, ref)
+        return await super().publish(item_id, sender, data, ref, id)
 
     async def join(self, item_id: str, member: Sender) -> None:
         await asyncio.sleep(0)
@@ -40,9 +42,11 @@ class YieldingBackend(MemoryBackend):
         await asyncio.sleep(0)
         await super().leave(item_id, member)
 
-    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
+    async def snapshot(
+        self, item_id: str, since: int | None, epoch: str | None = None, limit: int = 100
+    ) -> Snapshot:
         await asyncio.sleep(0)
-        return await super().snapshot(item_id, since)
+        return await super().snapshot(item_id, since, epoch, limit)
 
 
 class FakeSocket:
@@ -272,8 +276,10 @@ class ReplyInFlightBackend(MemoryBackend):
     """Reads the snapshot, then lets the loop run before returning it, as a network
     backend's reply is still in flight: events published meanwhile are newer than it."""
 
-    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
-        snap = await super().snapshot(item_id, since)
+    async def snapshot(
+        self, item_id: str, since: int | None, epoch: str | None = None, limit: int = 100
+    ) -> Snapshot:
+        snap = await super().snapshot(item_id, since, epoch, limit)
         for _ in range(20):
             await asyncio.sleep(0)
         return snap
@@ -335,7 +341,9 @@ async def test_a_join_that_waits_for_the_last_leave_subscribes_anew() -> None:
 
 
 class FailingSnapshot(MemoryBackend):
-    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
+    async def snapshot(
+        self, item_id: str, since: int | None, epoch: str | None = None, limit: int = 100
+    ) -> Snapshot:
         raise BackendUnavailable("down")
 
 

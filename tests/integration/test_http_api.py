@@ -36,7 +36,8 @@ async def test_a_backend_publishes_into_a_room_a_member_has_open(
             f"/items/{item}/messages", json={"data": {"price": 42}}, headers=bearer(mint("backend"))
         )
         assert response.status_code == 200, response.text
-        assert response.json() == {"item_id": item, "seq": 2}
+        body = response.json()
+        assert body == {"item_id": item, "seq": 2, "epoch": body["epoch"], "duplicate": False}
         frame = await recv_json(ws)
         assert frame["seq"] == 2 and frame["data"] == {"price": 42}
         assert frame["sender"] == {"user": "backend", "client_id": "http"} and "ref" not in frame

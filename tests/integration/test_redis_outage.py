@@ -40,7 +40,7 @@ async def test_redis_outage_and_recovery(
     start_server: Starter, private_redis: PrivateRedis, mint: Mint, item: str
 ) -> None:
     server = start_server(backend="redis", redis_url=private_redis.url, presence_ttl_s=3)
-    a, _ = await join(server, item, mint("alice"))
+    a, first = await join(server, item, mint("alice"))
     await send_json(a, {"type": "publish", "data": "before", "ref": "b"})
     assert (await recv_json(a))["seq"] == 1
     assert server.get("/readyz").status_code == 200
@@ -57,18 +57,26 @@ async def test_redis_outage_and_recovery(
     assert server.get("/healthz").status_code == 200  # alive, just not ready
 
     private_redis.start()  # empty: no persistence, every key is gone
+    # The room's sequence is lost: its member is told so, and resumes.
+    assert await closed_with(a, timeout=15) == (1012, "epoch_changed")
     wait_ready(server, True)
-    # The member connected through the outage goes on; seq does not restart at 1.
+    a, welcome = await join(
+        server, item, mint("alice"), since=1, extra_query={"epoch": first["epoch"]}
+    )
+    assert welcome["recovered"] is False and welcome["epoch"] != first["epoch"]
+    # Numbering goes on after what members saw: a v1 client resuming with since=1 alone
+    # would see a gap (recovered: false) rather than another message under seq 1.
     await send_json(a, {"type": "publish", "data": "after", "ref": "a"})
     frame = await recv_type(a, "message", timeout=10)
-    assert (frame["seq"], frame["data"], frame["ref"]) == (2, "after", "a")
-    # A newcomer sees alice (re-registered in the empty Redis) and the room's seq.
-    b, welcome = await join(server, item, mint("bob"))
+    assert (frame["seq"], frame["data"], frame["ref"]) == (welcome["seq"] + 1, "after", "a")
+    assert frame["seq"] >= 2
+    # A newcomer sees alice (registered in the empty Redis) and the room's seq.
+    b, bob_welcome = await join(server, item, mint("bob"))
     async with a, b:
-        assert [m["user"] for m in welcome["members"]] == ["alice"]
-        assert welcome["seq"] == 2
+        assert [m["user"] for m in bob_welcome["members"]] == ["alice"]
+        assert (bob_welcome["seq"], bob_welcome["epoch"]) == (frame["seq"], welcome["epoch"])
         joined = await recv_type(a, "presence")
         assert joined["event"] == "join" and joined["user"] == "bob"
         await send_json(b, {"type": "publish", "data": "hi"})
-        assert (await recv_type(a, "message"))["seq"] == 3
-        assert (await recv_type(b, "message"))["seq"] == 3
+        assert (await recv_type(a, "message"))["seq"] == frame["seq"] + 1
+        assert (await recv_type(b, "message"))["seq"] == frame["seq"] + 1

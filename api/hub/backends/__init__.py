@@ -10,7 +10,9 @@ def make_backend(settings: Settings) -> Backend:
         from api.hub.backends.memory import MemoryBackend
 
         return MemoryBackend(
-            history_size=settings.history_size, history_ttl_s=settings.history_ttl_s
+            history_size=settings.history_size,
+            history_ttl_s=settings.history_ttl_s,
+            dedup_s=settings.publish_dedup_s,
         )
     from api.hub.backends.redis import RedisBackend
 
@@ -20,4 +22,6 @@ def make_backend(settings: Settings) -> Backend:
         history_size=settings.history_size,
         history_ttl_s=settings.history_ttl_s,
         presence_ttl_s=settings.presence_ttl_s,
+        dedup_s=settings.publish_dedup_s,
+        command_timeout_s=settings.redis_timeout_s,
     )

@@ -1,10 +1,12 @@
 """The backend contract: everything the hub needs from what crosses processes.
 
 A backend owns, per room: the sequence (``seq`` grows by one per message and is
-never reused, across every process), the bounded history used for resume, the
-presence set, and the fan-out of events to every process subscribed to the
-room. The hub (one per process) owns the local sockets and never talks to
-another process except through this interface.
+never reused within an *epoch*, across every process), the epoch itself (the
+identity of that sequence: it changes only when the room's seq and history were
+lost), the bounded history used for resume, the publish ids seen recently (so a
+retried publish is applied once), the presence set, and the fan-out of events
+to every process subscribed to the room. The hub (one per process) owns the
+local sockets and never talks to another process except through this interface.
 
 Events reach the hub through the ``EventSink`` given to ``start``; a backend
 calls it from the event loop, in the room's order, for every event of a room
@@ -30,6 +32,7 @@ class Message:
     sender: Sender
     data: bytes  # the JSON encoding of the message's ``data``
     ref: str | None  # echoed to the sender only
+    id: str | None = None  # the publisher's idempotency id, in every copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +58,36 @@ class Control:
     user: str | None  # the user to kick; None to close the room
 
 
-Event = Message | Presence | Relay | Control
+@dataclass(frozen=True, slots=True)
+class EpochChange:
+    """The room's sequence was lost and restarted as ``epoch`` (Redis came back empty,
+    say): every member's view is stale, so the hub closes them to resume."""
+
+    item_id: str
+    epoch: str
+
+
+Event = Message | Presence | Relay | Control | EpochChange
 
 
 class BackendUnavailable(Exception):
-    """The backend cannot serve right now (Redis down, say); the caller answers with
-    an error instead of dropping anything silently."""
+    """The backend cannot serve right now (Redis down, say), and nothing was done:
+    a publish refused with this was certainly not published."""
+
+
+class OutcomeUnknown(Exception):
+    """The backend took the publish but gave no answer in time: it may or may not be
+    stored. Only a retry with the same id can tell (it is applied at most once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What a publish did: the message's seq in its epoch, or, when its id had been
+    seen, the original message, which the sender alone is sent again."""
+
+    seq: int
+    epoch: str
+    duplicate: Message | None = None
 
 
 EventSink = Callable[[Event], None]
@@ -71,8 +98,10 @@ class Snapshot:
     """A room's state at one instant, for a joining member's ``welcome``."""
 
     seq: int  # latest seq (0 for a room without messages)
+    epoch: str
     members: tuple[Sender, ...]
-    messages: tuple[Message, ...]  # history after ``since``, oldest first
+    # The first page of history after ``since``, oldest first; Backend.history has the rest.
+    messages: tuple[Message, ...]
     recovered: bool  # False when some messages after ``since`` are gone
 
 
@@ -93,8 +122,19 @@ class Backend(Protocol):
     async def unsubscribe(self, item_id: str) -> None:
         """Stop receiving the room's events (this process has no member left in it)."""
 
-    async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
-        """Assign the next seq, append to history and fan out, atomically; return the seq.
+    async def publish(
+        self, item_id: str, sender: Sender, data: bytes, ref: str | None, id: str | None = None
+    ) -> Published:
+        """Assign the next seq, append to history and fan out, atomically.
+
+        With an ``id`` already published by the same user into the room within the
+        dedup window (and the same epoch), nothing is published or fanned out: the
+        original message comes back as ``Published.duplicate``. The check and the
+        publish are one atomic step, so concurrent retries apply once.
+
+        Raises BackendUnavailable when certainly nothing was published, and
+        OutcomeUnknown when the backend may have applied it (never retried here:
+        only a publish with an id is safe to retry, and the client does that).
 
         Calls started in some order (tasks created one after the other) must get
         their seqs in that order: a connection does not wait for one publish before
@@ -111,12 +151,25 @@ class Backend(Protocol):
         """Add to presence and fan out a ``join`` event."""
 
     async def leave(self, item_id: str, member: Sender) -> None:
-        """Remove from presence and fan out a ``leave`` event (no-op if absent)."""
+        """Remove from presence and fan out a ``leave`` event (no-op if absent).
 
-    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
-        """Latest seq, members and (if ``since`` is given) the history after it, at one instant.
+        Never raises and never leaves a ghost: what cannot be done now (the backend is
+        away) the backend does by itself once it can."""
 
-        A ``since`` above the latest seq means the room's stream is not the one
-        the client knew (history was lost with a restart): the whole history is
-        returned and ``recovered`` is False.
+    async def snapshot(
+        self, item_id: str, since: int | None, epoch: str | None = None, limit: int = 100
+    ) -> Snapshot:
+        """Latest seq, epoch, members and (if ``since`` is given) the first ``limit``
+        messages after it, at one instant. Creates the room's epoch if it has none.
+
+        ``recovered`` is False when history no longer holds every message after
+        ``since``; when ``epoch`` is given and is not the room's, or ``since`` is above
+        the latest seq (a stream the client never saw), the replay starts at the
+        epoch's oldest message and ``recovered`` is False.
         """
+
+    async def history(
+        self, item_id: str, epoch: str, after: int, upto: int, limit: int
+    ) -> tuple[Message, ...] | None:
+        """At most ``limit`` messages with ``after < seq <= upto``, oldest first; None
+        when the room is no longer in ``epoch`` (its history is another sequence's)."""

@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import itertools
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -13,24 +15,34 @@ from api.hub.backends.base import (
     EventSink,
     Message,
     Presence,
+    Published,
     Relay,
     Sender,
     Snapshot,
 )
 
-# A message in history: (seq, ts, user, client_id, data). A tuple of strings, ints
-# and bytes, which CPython's garbage collector stops tracking after its first pass:
-# a busy process holds hundreds of thousands of these, and each tracked object
-# would lengthen every full collection (stalls of 100 ms and more were measured).
-Stored = tuple[int, int, str, str, bytes]
+# A message in history: (seq, ts, user, client_id, data, id). A tuple of strings,
+# ints, bytes and None, which CPython's garbage collector stops tracking after its
+# first pass: a busy process holds hundreds of thousands of these, and each tracked
+# object would lengthen every full collection (stalls of 100 ms and more were measured).
+Stored = tuple[int, int, str, str, bytes, str | None]
 
 
 @dataclass(slots=True)
 class _Room:
+    epoch: str
     seq: int = 0
     history: deque[Stored] = field(default_factory=deque)
     members: dict[str, Sender] = field(default_factory=dict)  # client_id -> member
     active_at: float = 0.0  # last publish, join or leave
+    # Publish ids of the dedup window: (user, id) -> (expires at, seq, ts, client_id),
+    # oldest first (one TTL for all, so insertion order is expiry order).
+    seen: dict[tuple[str, str], tuple[float, int, int, str]] = field(default_factory=dict)
+
+
+def _message(item_id: str, stored: Stored) -> Message:
+    seq, ts, user, client_id, data, id = stored
+    return Message(item_id, seq, ts, Sender(user, client_id), data, None, id)
 
 
 class MemoryBackend:
@@ -41,11 +53,17 @@ class MemoryBackend:
         self,
         history_size: int = 1000,
         history_ttl_s: float = 7 * 86400,
+        dedup_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._history_size = history_size
         self._history_ttl_s = history_ttl_s
+        self._dedup_s = dedup_s
         self._clock = clock
+        # A room's epoch: new per process start, and per room forgotten and made again
+        # (its seq restarts at 1 then).
+        self._epoch_prefix = secrets.token_hex(4)
+        self._epochs = itertools.count(1)
         self._rooms: dict[str, _Room] = {}
         self._subscribed: set[str] = set()
         self._sink: EventSink | None = None
@@ -54,7 +72,9 @@ class MemoryBackend:
     def _room(self, item_id: str) -> _Room:
         room = self._rooms.get(item_id)
         if room is None:
-            room = self._rooms[item_id] = _Room(history=deque(maxlen=self._history_size))
+            epoch = f"{self._epoch_prefix}-{next(self._epochs)}"
+            room = _Room(epoch, history=deque(maxlen=self._history_size))
+            self._rooms[item_id] = room
         room.active_at = self._clock()
         return room
 
@@ -81,8 +101,14 @@ class MemoryBackend:
             self._sink(event)
 
     def _forget_if_idle(self, item_id: str, room: _Room) -> None:
-        # A room with neither members nor history holds nothing worth keeping.
-        if not room.members and not room.history and item_id not in self._subscribed:
+        # A room with neither members, history nor recent publish ids holds nothing
+        # worth keeping.
+        if (
+            not room.members
+            and not room.history
+            and not room.seen
+            and item_id not in self._subscribed
+        ):
             del self._rooms[item_id]
 
     async def start(self, sink: EventSink) -> None:
@@ -109,15 +135,42 @@ class MemoryBackend:
         if room is not None:
             self._forget_if_idle(item_id, room)
 
-    async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
+    async def publish(
+        self, item_id: str, sender: Sender, data: bytes, ref: str | None, id: str | None = None
+    ) -> Published:
         room = self._room(item_id)
+        if id is not None:
+            original = self._seen(item_id, room, sender.user, id)
+            if original is not None:
+                return Published(original.seq, room.epoch, original)
         room.seq += 1
-        message = Message(item_id, room.seq, int(time.time() * 1000), sender, data, ref)
+        message = Message(item_id, room.seq, int(time.time() * 1000), sender, data, ref, id)
         if self._history_size:
             # The stored copy drops the ref: it is the sender's ack, not part of history.
-            room.history.append((room.seq, message.ts, sender.user, sender.client_id, data))
+            room.history.append((room.seq, message.ts, sender.user, sender.client_id, data, id))
+        if id is not None:
+            expires = self._clock() + self._dedup_s
+            room.seen[(sender.user, id)] = (expires, room.seq, message.ts, sender.client_id)
         self._emit(message)
-        return room.seq
+        return Published(room.seq, room.epoch)
+
+    def _seen(self, item_id: str, room: _Room, user: str, id: str) -> Message | None:
+        """The message ``user`` published with ``id`` within the dedup window, if any."""
+        seen, now = room.seen, self._clock()
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest][0] > now:
+                break
+            del seen[oldest]
+        entry = seen.get((user, id))
+        if entry is None:
+            return None
+        _, seq, ts, client_id = entry
+        history = room.history
+        if history and history[0][0] <= seq:
+            return _message(item_id, history[seq - history[0][0]])
+        # Gone from history: a retry carries the same data (an id names one message).
+        return Message(item_id, seq, ts, Sender(user, client_id), b"null", None, id)
 
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         self._emit(Relay(item_id, sender, payload))
@@ -137,20 +190,35 @@ class MemoryBackend:
         self._emit(Presence(item_id, "leave", member))
         self._forget_if_idle(item_id, room)
 
-    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
+    async def snapshot(
+        self, item_id: str, since: int | None, epoch: str | None = None, limit: int = 100
+    ) -> Snapshot:
         room = self._room(item_id)
         members = tuple(room.members.values())
         if since is None:
-            return Snapshot(room.seq, members, (), True)
-        if since > room.seq:
+            return Snapshot(room.seq, room.epoch, members, (), True)
+        if since > room.seq or (epoch is not None and epoch != room.epoch):
             since = 0  # a stream the client never saw: give it all we have
             recovered = False
         else:
             oldest = room.history[0][0] if room.history else room.seq + 1
             recovered = since + 1 >= oldest
-        messages = tuple(
-            Message(item_id, seq, ts, Sender(user, client_id), data, None)
-            for seq, ts, user, client_id, data in room.history
-            if seq > since
-        )
-        return Snapshot(room.seq, members, messages, recovered)
+        messages = self._page(item_id, room, since, room.seq, limit)
+        return Snapshot(room.seq, room.epoch, members, messages, recovered)
+
+    async def history(
+        self, item_id: str, epoch: str, after: int, upto: int, limit: int
+    ) -> tuple[Message, ...] | None:
+        room = self._rooms.get(item_id)
+        if room is None or room.epoch != epoch:
+            return None
+        return self._page(item_id, room, after, upto, limit)
+
+    @staticmethod
+    def _page(item_id: str, room: _Room, after: int, upto: int, limit: int) -> tuple[Message, ...]:
+        history = room.history
+        if not history or limit <= 0:
+            return ()
+        start = max(0, after + 1 - history[0][0])
+        stop = min(len(history), start + limit, upto + 1 - history[0][0])
+        return tuple(_message(item_id, history[i]) for i in range(start, stop))

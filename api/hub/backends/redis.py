@@ -1,22 +1,26 @@
 """Redis backend: one room across many processes and machines.
 
-Per room: a counter (``seq``), a Stream (history, entry id ``<seq>-0``), a hash
-(presence) and a pub/sub channel; the Lua scripts in redis_scripts.py change
-them atomically. Per process: ONE pub/sub connection, subscribed to the rooms
-that have local members, read by one listener task, plus a small command pool;
-never a Redis connection per client.
+Per room: a meta hash (epoch and seq), a Stream (history, entry id ``<seq>-0``),
+a presence hash, dedup keys for publish ids, and a pub/sub channel; the Lua
+scripts in redis_scripts.py change them atomically. Per process: ONE pub/sub
+connection, subscribed to the rooms that have local members, read by one
+listener task, plus a small command pool; never a Redis connection per client.
 
 What keeps members' views whole when the pub/sub connection drops and comes
-back (redis-py re-subscribes by itself): every subscribed room remembers the
-last seq and the members it delivered; on re-subscription the listener re-seeds
-the counter (Redis may have restarted empty), replays missed messages from the
-Stream and turns presence changes into join/leave events. Messages arriving
-with a gap are filled from the Stream first, and duplicates are dropped, so the
-hub always sees each room's seqs in order, once.
+back (redis-py re-subscribes by itself): every subscribed room remembers its
+epoch, the last seq and the members it delivered. Until every room is checked
+again the process is not ready (``/readyz`` 503) and refuses publishes
+(``unavailable``: certainly not published). The check (RESYNC) starts a new
+epoch if Redis lost the room (came back empty, or from older data than was
+delivered), which closes the room's members with 1012 so they resume; otherwise
+it replays missed messages from the Stream. Messages arriving with a gap are
+filled from the Stream first, and duplicates are dropped, so the hub always sees
+each room's seqs in order, once. Presence changes seen after a reconnect are
+announced as joins at once, but a member missing from Redis is announced as
+gone only if it is still missing a presence TTL later: the other processes may
+simply not have registered it again yet (no leave/join flapping).
 
-Crashed processes: each process refreshes a heartbeat key with a TTL; any
-process that finds another's heartbeat gone removes that process's members
-(one Lua script, so once) and sends their leave events.
+Presence of this process's own members is kept true by redis_presence.py.
 """
 
 import asyncio
@@ -32,10 +36,12 @@ from api.hub.backends import redis_scripts
 from api.hub.backends.base import (
     BackendUnavailable,
     Control,
+    EpochChange,
     Event,
     EventSink,
     Message,
     Presence,
+    Published,
     Relay,
     Sender,
     Snapshot,
@@ -44,16 +50,16 @@ from api.hub.backends.base import (
 try:
     from redis import asyncio as aioredis
     from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialBackoff
+    from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - exercised by hand without the extra
     raise ImportError("the Redis backend needs redis-py: pip install 'itemrooms[redis]'") from exc
 
-from api.hub.backends.redis_publish import REDIS_ERRORS, PublishPipeline  # needs redis-py
+from api.hub.backends.redis_presence import NodePresence  # needs redis-py
+from api.hub.backends.redis_publish import REDIS_ERRORS, PublishPipeline
 
 log = logging.getLogger("itemrooms.redis")
 
 SUBSCRIBE_TIMEOUT_S = 5.0
-COMMAND_TIMEOUT_S = 5.0
 LISTEN_POLL_S = 1.0
 RETRY_CAP_S = 2.0
 POOL_SIZE = 32
@@ -64,9 +70,16 @@ class _Room:
     """What this process has delivered of a subscribed room."""
 
     confirmed: asyncio.Future[None]
+    epoch: str = ""
+    epoch_raw: bytes = b""
     last_seq: int = 0
     kept_at: float = 0.0  # when its keys' TTL was last pushed back
     members: dict[str, Sender] = field(default_factory=dict)  # client_id -> member
+    # Members absent from Redis after a reconnect: client_id -> when to announce the leave.
+    suspects: dict[str, float] = field(default_factory=dict)
+
+    def set_epoch(self, epoch: str) -> None:
+        self.epoch, self.epoch_raw = epoch, epoch.encode()
 
 
 class RedisBackend:
@@ -78,41 +91,49 @@ class RedisBackend:
         history_size: int = 1000,
         history_ttl_s: float = 7 * 86400,
         presence_ttl_s: float = 15.0,
+        dedup_s: float = 300.0,
+        command_timeout_s: float = 5.0,
     ) -> None:
         self._prefix = prefix
         self._history_size = history_size
         self._history_ttl_ms = int(history_ttl_s * 1000)
         self._ttl_ms = int(presence_ttl_s * 1000)
+        self._dedup_ms = int(dedup_s * 1000)
+        self._timeout_s = command_timeout_s
         self.node_id = secrets.token_hex(8)
+        self._epoch_node = self.node_id[:8]
         # A bounded pool that makes callers wait for a free connection, rather than
         # opening one per concurrent caller (or failing with "Too many connections").
+        # No automatic retries: a retried publish that Redis had applied is a second
+        # message. What is safe to repeat is repeated by its caller.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=POOL_SIZE,
-            timeout=COMMAND_TIMEOUT_S,
+            timeout=command_timeout_s,
             socket_connect_timeout=2,
-            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_timeout=command_timeout_s,
             health_check_interval=5,
             client_name=f"itemrooms-{self.node_id}",  # tells operators who is connected
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry=Retry(NoBackoff(), 0),
         )
         self._redis = aioredis.Redis(connection_pool=pool)
         self._pubsub = self._redis.pubsub()
         self._scripts = {
             name: self._redis.register_script(getattr(redis_scripts, name))
-            for name in ("PUBLISH", "JOIN", "LEAVE", "REAP", "RESEED")
+            for name in ("PUBLISH", "SNAPSHOT", "HISTORY", "RESYNC")
         }
         self._publishes = PublishPipeline(self._redis, self._scripts["PUBLISH"])
+        self.presence = NodePresence(self._redis, prefix, self.node_id, self._ttl_ms)
         self._rooms: dict[str, _Room] = {}  # subscribed rooms
-        self._local: dict[tuple[str, str], Sender] = {}  # (item, client_id) this node joined
-        self._pending_leaves: dict[tuple[str, str], Sender] = {}  # left while Redis was away
         self._sink: EventSink | None = None
-        self._connected = False
+        # False from a lost pub/sub connection until every repair after it is done.
+        self._live = False
         self._tasks: list[asyncio.Task[None]] = []
         self._control: asyncio.Future[None] | None = None
         # Repairs left to do after a reconnect (retried until they succeed).
-        self._reregister = False
-        self._resync_rooms: set[str] = set()
+        self._reconnected = False
+        self._resync_rooms: set[str] = set()  # re-subscribed, to be checked
+        self._unsynced: set[str] = set()  # subscribed when the connection dropped
 
     # --- keys ---------------------------------------------------------------
 
@@ -122,25 +143,19 @@ class RedisBackend:
     def _channel(self, item_id: str) -> str:
         return self._key("room", item_id)
 
-    @property
-    def _nodes_key(self) -> str:
-        return f"{self._prefix}nodes"
-
-    def _node_key(self, node: str) -> str:
-        return f"{self._prefix}node:{node}"
-
-    def _node_members_key(self, node: str) -> str:
-        return f"{self._prefix}node-members:{node}"
+    def _dedup_key(self, item_id: str, user: str, id: str) -> str:
+        # Neither an item id nor a publish id holds a newline: the user goes last.
+        return f"{self._prefix}dedup:{item_id}\n{id}\n{user}"
 
     # --- lifecycle ----------------------------------------------------------
 
     async def start(self, sink: EventSink) -> None:
         try:
-            await asyncio.wait_for(self._redis.ping(), COMMAND_TIMEOUT_S)
+            await asyncio.wait_for(self._redis.ping(), self._timeout_s)
         except REDIS_ERRORS as exc:
             raise BackendUnavailable(f"cannot reach Redis: {exc}") from exc
         self._sink = sink
-        await self._heartbeat_once()
+        await self.presence.heartbeat()
         loop = asyncio.get_running_loop()
         self._control = loop.create_future()
         # A control channel keeps the pub/sub connection open while no room is subscribed.
@@ -150,7 +165,7 @@ class RedisBackend:
             loop.create_task(self._heartbeats(), name="itemrooms redis heartbeat"),
         ]
         await asyncio.wait_for(self._control, SUBSCRIBE_TIMEOUT_S)
-        self._connected = True
+        self._live = True
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -159,15 +174,13 @@ class RedisBackend:
         await self._publishes.stop()
         self._sink = None
         with contextlib.suppress(*REDIS_ERRORS):
-            # Leave events for whoever is still connected here, for the other processes.
-            await self._redis.delete(self._node_key(self.node_id))
-            await self._reap(self.node_id, force=True)
+            await self.presence.stop()
         with contextlib.suppress(*REDIS_ERRORS):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose(close_connection_pool=True)
 
     async def ready(self) -> bool:
-        if not self._connected:
+        if not self._live:
             return False
         try:
             return bool(await asyncio.wait_for(self._redis.ping(), 1.0))
@@ -177,6 +190,8 @@ class RedisBackend:
     # --- rooms --------------------------------------------------------------
 
     async def subscribe(self, item_id: str) -> None:
+        if not self._live:
+            raise BackendUnavailable("reconnecting to Redis")
         room = _Room(confirmed=asyncio.get_running_loop().create_future())
         self._rooms[item_id] = room
         try:
@@ -188,14 +203,33 @@ class RedisBackend:
 
     async def unsubscribe(self, item_id: str) -> None:
         self._rooms.pop(item_id, None)
+        self._unsynced.discard(item_id)
         with contextlib.suppress(*REDIS_ERRORS):
             await self._pubsub.unsubscribe(self._channel(item_id))
 
-    async def publish(self, item_id: str, sender: Sender, data: bytes, ref: str | None) -> int:
-        keys = [self._key("seq", item_id), self._key("history", item_id), self._channel(item_id)]
-        args = [sender.user, sender.client_id, ref or "", data, self._history_size]
-        args.append(self._history_ttl_ms)
-        return await self._publishes.publish(keys, args)
+    async def publish(
+        self, item_id: str, sender: Sender, data: bytes, ref: str | None, id: str | None = None
+    ) -> Published:
+        if not self._live:
+            # Until the listener is back and every room checked, a publish could reuse a
+            # seq or lose its ack: refuse it (certainly not published) instead.
+            raise BackendUnavailable("reconnecting to Redis")
+        meta = self._key("meta", item_id)
+        room = self._rooms.get(item_id)
+        keys = [meta, self._key("history", item_id), self._channel(item_id)]
+        keys.append(meta if id is None else self._dedup_key(item_id, sender.user, id))
+        args: list[Any] = [sender.user, sender.client_id, ref or "", data, self._history_size]
+        args += [self._history_ttl_ms, id or "", self._dedup_ms, self._epoch_node]
+        args.append(room.last_seq if room is not None else 0)
+        result = await self._publishes.publish(keys, args)
+        seq, epoch = int(result[1]), _text(result[2])
+        if not result[0]:
+            return Published(seq, epoch)
+        ts, client_id, stored = int(result[3]), _text(result[4]), result[5]
+        # Gone from history: a retry carries the same data (an id names one message).
+        kept = stored if stored is not None else data
+        original = Message(item_id, seq, ts, Sender(sender.user, client_id), kept, None, id)
+        return Published(seq, epoch, original)
 
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         head = orjson.dumps([sender.user, sender.client_id])
@@ -212,59 +246,38 @@ class RedisBackend:
             raise BackendUnavailable(str(exc)) from exc
 
     async def join(self, item_id: str, member: Sender) -> None:
-        self._local[(item_id, member.client_id)] = member
-        await self._register(item_id, member)
-
-    async def _register(self, item_id: str, member: Sender) -> None:
-        keys = [
-            self._key("presence", item_id),
-            self._node_members_key(self.node_id),
-            self._channel(item_id),
-        ]
-        await self._run("JOIN", keys, [member.client_id, member.user, self.node_id, item_id])
+        await self.presence.join(item_id, member)
 
     async def leave(self, item_id: str, member: Sender) -> None:
-        self._local.pop((item_id, member.client_id), None)
-        try:
-            await self._unregister(item_id, member)
-        except BackendUnavailable:
-            # Our heartbeat keeps the entry alive, so it must be removed later, not forgotten.
-            self._pending_leaves[(item_id, member.client_id)] = member
+        await self.presence.leave(item_id, member)
 
-    async def _unregister(self, item_id: str, member: Sender) -> None:
-        keys = [
-            self._key("presence", item_id),
-            self._node_members_key(self.node_id),
-            self._channel(item_id),
-        ]
-        await self._run("LEAVE", keys, [member.client_id, member.user, item_id])
-
-    async def snapshot(self, item_id: str, since: int | None) -> Snapshot:
-        history = self._key("history", item_id)
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.get(self._key("seq", item_id))
-                pipe.hgetall(self._key("presence", item_id))
-                if since is not None:  # history only for a resume
-                    pipe.xrange(history, "-", "+", count=1)
-                    pipe.xrange(history, f"{since + 1}-0", "+")
-                seq_raw, presence, *resume = await pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise BackendUnavailable(str(exc)) from exc
-        seq = int(seq_raw or 0)
-        members = tuple(_member(cid, value) for cid, value in presence.items())
+    async def snapshot(
+        self, item_id: str, since: int | None, epoch: str | None = None, limit: int = 100
+    ) -> Snapshot:
+        room = self._rooms.get(item_id)
+        args = [self._epoch_node, room.last_seq if room is not None else 0, self._history_ttl_ms]
+        args += [-1 if since is None else since, epoch or "", limit]
+        keys = [self._key(k, item_id) for k in ("meta", "history", "presence")]
+        result = await self._run("SNAPSHOT", keys, args)
+        room_epoch, seq = _text(result[0]), int(result[1])
+        members = _members(result[2])
+        if room is not None and room.suspects:
+            # Believed present until a TTL after a reconnect (see the module docstring).
+            present = {m.client_id for m in members}
+            members += [room.members[c] for c in room.suspects if c not in present]
         if since is None:
-            return Snapshot(seq, members, (), True)
-        oldest, entries = resume
-        recovered = True
-        if since > seq:  # a stream the client never saw: give it all we have
-            since, recovered = 0, False
-            entries = await self._xrange(history, "-", f"{seq}-0")
-        messages = tuple(m for m in (_entry_message(item_id, e) for e in entries) if m.seq <= seq)
-        if recovered and since < seq:
-            oldest_seq = _entry_seq(oldest[0]) if oldest else seq + 1
-            recovered = since + 1 >= oldest_seq
-        return Snapshot(seq, members, messages, recovered)
+            return Snapshot(seq, room_epoch, tuple(members), (), True)
+        page = tuple(_entry_message(item_id, e) for e in result[4])
+        return Snapshot(seq, room_epoch, tuple(members), page, bool(result[3]))
+
+    async def history(
+        self, item_id: str, epoch: str, after: int, upto: int, limit: int
+    ) -> tuple[Message, ...] | None:
+        keys = [self._key("meta", item_id), self._key("history", item_id)]
+        entries = await self._run("HISTORY", keys, [epoch, after, upto, limit])
+        if entries is None:
+            return None
+        return tuple(_entry_message(item_id, e) for e in entries)
 
     # --- plumbing -----------------------------------------------------------
 
@@ -273,13 +286,6 @@ class RedisBackend:
             return await self._scripts[script](keys=keys, args=args)
         except REDIS_ERRORS as exc:
             raise BackendUnavailable(f"Redis: {exc}") from exc
-
-    async def _xrange(self, key: str, start: str, end: str) -> list[Any]:
-        try:
-            entries: Any = await self._redis.xrange(key, start, end)
-        except REDIS_ERRORS as exc:
-            raise BackendUnavailable(str(exc)) from exc
-        return list(entries or ())
 
     async def _listen(self) -> None:
         """Read the pub/sub connection; on failure, retry until Redis is back.
@@ -293,15 +299,16 @@ class RedisBackend:
                 message = await self._pubsub.get_message(timeout=LISTEN_POLL_S)
                 if message is not None:
                     await self._handle(message)
-                if self._reregister or self._resync_rooms:
+                if self._reconnected or self._resync_rooms:
                     await self._repair()
                 delay = 0.05
             except asyncio.CancelledError:
                 raise
-            except REDIS_ERRORS as exc:
-                if self._connected:
+            except (*REDIS_ERRORS, BackendUnavailable) as exc:
+                if self._live:
                     log.warning("Redis connection lost (%s); retrying", exc)
-                self._connected = False
+                    self._unsynced = set(self._rooms)
+                self._live = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_CAP_S)
             except Exception:  # a bug must not stop delivery for every room
@@ -323,7 +330,7 @@ class RedisBackend:
             if self._control is not None and not self._control.done():
                 self._control.set_result(None)
             else:  # re-subscribed by redis-py after a reconnect
-                self._reregister = True
+                self._reconnected = True
             return
         item_id = channel[len(self._key("room", "")) :]
         room = self._rooms.get(item_id)
@@ -334,60 +341,79 @@ class RedisBackend:
             return
         # The room's state as of now: messages up to this seq are older than any
         # member's welcome (the hub reads its snapshot after this), so none is lost.
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._key("seq", item_id))
-            pipe.hgetall(self._key("presence", item_id))
-            seq, presence = await pipe.execute()
-        room.last_seq = int(seq or 0)
-        room.members = {_text(cid): _member(cid, v) for cid, v in presence.items()}
+        keys = [self._key(k, item_id) for k in ("meta", "history", "presence")]
+        epoch, seq, presence = await self._run(
+            "SNAPSHOT", keys, [self._epoch_node, 0, self._history_ttl_ms, -1, "", 0]
+        )
+        room.set_epoch(_text(epoch))
+        room.last_seq = int(seq)
+        room.members = {m.client_id: m for m in _members(presence)}
         room.confirmed.set_result(None)
 
     async def _repair(self) -> None:
-        """After a reconnect (Redis may have restarted empty): heartbeat, presence of
-        our members, leaves that could not be sent, then each room's missed events."""
-        if self._reregister:
-            await self._heartbeat_once()
-            for (item_id, _), member in list(self._local.items()):
-                await self._register(item_id, member)
-            for key, member in list(self._pending_leaves.items()):
-                await self._unregister(key[0], member)
-                del self._pending_leaves[key]
-            self._reregister = False
-            self._connected = True
-            log.info("Redis connection restored")
+        """After a reconnect (Redis may have restarted empty): our heartbeat and
+        members, then each room's epoch, missed messages and presence."""
+        if self._reconnected:
+            self.presence.hold_reaping()
+            await self.presence.heartbeat()
+            if self.presence.dirty:
+                await self.presence.reconcile()
+            self._reconnected = False
         for item_id in list(self._resync_rooms):
             room = self._rooms.get(item_id)
             if room is not None:
                 await self._resync(item_id, room)
             self._resync_rooms.discard(item_id)
+            self._unsynced.discard(item_id)
+        if not self._live and not self._reconnected and not self._unsynced:
+            self._live = True
+            log.info("Redis connection restored")
 
     async def _resync(self, item_id: str, room: _Room) -> None:
-        """After a reconnect: re-seed the counter, replay missed messages, fix presence."""
-        seq_key = self._key("seq", item_id)
-        await self._run("RESEED", [seq_key], [room.last_seq])
-        seq = int(await self._redis.get(seq_key) or 0)
-        if seq > room.last_seq:
+        """After a reconnect: check the epoch, replay missed messages, fix presence."""
+        keys = [self._key("meta", item_id), self._key("history", item_id)]
+        args = [room.epoch, room.last_seq, self._epoch_node, self._history_ttl_ms]
+        epoch_raw, seq_raw = await self._run("RESYNC", keys, args)
+        epoch, seq = _text(epoch_raw), int(seq_raw)
+        if epoch != room.epoch:
+            log.warning("room %s: Redis lost its sequence; new epoch %s", item_id, epoch)
+            self._new_epoch(item_id, room, epoch, seq)
+        elif seq > room.last_seq:
             await self._fill_gap(item_id, room, seq + 1)
         presence = await self._redis.hgetall(self._key("presence", item_id))
-        current = {_text(cid): _member(cid, v) for cid, v in presence.items()}
-        for cid, member in list(room.members.items()):
-            if cid not in current:
-                self._presence(item_id, room, "leave", member)
-        for cid, member in current.items():
-            if cid not in room.members:
-                self._presence(item_id, room, "join", member)
+        current = [Sender(orjson.loads(v)[0], _text(c)) for c, v in presence.items()]
+        present = {m.client_id for m in current}
+        deadline = asyncio.get_running_loop().time() + self._ttl_ms / 1000
+        for cid in room.members:
+            if cid not in present:
+                room.suspects.setdefault(cid, deadline)
+        for member in current:
+            self._presence(item_id, room, "join", member)
+
+    def _new_epoch(self, item_id: str, room: _Room, epoch: str, seq: int) -> None:
+        room.set_epoch(epoch)
+        room.last_seq = seq
+        self._emit(EpochChange(item_id, epoch))
 
     async def _on_payload(self, item_id: str, room: _Room, payload: bytes) -> None:
         kind, body = payload[:1], payload[1:]
         if kind == b"m":
-            head_raw, _, data = body.partition(b"\n")
-            seq, ts, user, cid, ref = orjson.loads(head_raw)
+            epoch_raw, _, rest = body.partition(b"\n")
+            head_raw, _, data = rest.partition(b"\n")
+            seq, ts, user, cid, ref, id = orjson.loads(head_raw)
+            if epoch_raw != room.epoch_raw:
+                # Another process started a new epoch (Redis lost the room): everyone here
+                # resumes; this message is in the new epoch's history for them.
+                self._new_epoch(item_id, room, epoch_raw.decode(), seq)
+                return
             if seq <= room.last_seq:
                 return  # already delivered (replayed after a reconnect)
             if seq > room.last_seq + 1:
                 await self._fill_gap(item_id, room, seq)
+                if room.epoch_raw != epoch_raw:
+                    return
             room.last_seq = seq
-            self._emit(Message(item_id, seq, ts, Sender(user, cid), data, ref or None))
+            self._emit(Message(item_id, seq, ts, Sender(user, cid), data, ref or None, id or None))
         elif kind in (b"j", b"l"):
             user, cid = orjson.loads(body)
             self._presence(item_id, room, "join" if kind == b"j" else "leave", Sender(user, cid))
@@ -400,11 +426,16 @@ class RedisBackend:
             self._emit(Control(item_id, action, user))
 
     async def _fill_gap(self, item_id: str, room: _Room, before: int) -> None:
-        """Deliver from history the messages between the last delivered and ``before``."""
-        history = self._key("history", item_id)
-        entries = await self._xrange(history, f"{room.last_seq + 1}-0", f"{before - 1}-0")
+        """Deliver from history the messages between the last delivered and ``before``,
+        refs included, so a sender whose copy went by meanwhile still gets its ack."""
+        keys = [self._key("meta", item_id), self._key("history", item_id)]
+        args = [room.epoch, room.last_seq, before - 1, max(self._history_size, 1) * 2]
+        entries = await self._run("HISTORY", keys, args)
+        if entries is None:  # the room moved to a new epoch meanwhile
+            await self._resync(item_id, room)
+            return
         for entry in entries:
-            message = _entry_message(item_id, entry)
+            message = _entry_message(item_id, entry, with_ref=True)
             if message.seq > room.last_seq:
                 room.last_seq = message.seq
                 self._emit(message)
@@ -414,6 +445,7 @@ class RedisBackend:
     def _presence(self, item_id: str, room: _Room, event: str, member: Sender) -> None:
         # Only changes go on: a join for a known member (re-registered after a Redis
         # restart) or a leave for an unknown one says nothing new.
+        room.suspects.pop(member.client_id, None)
         if event == "join":
             if member.client_id in room.members:
                 return
@@ -426,24 +458,36 @@ class RedisBackend:
         if self._sink is not None:
             self._sink(event)
 
-    # --- heartbeats and crashed processes -----------------------------------
+    # --- heartbeats and upkeep ----------------------------------------------
 
     async def _heartbeats(self) -> None:
         interval = self._ttl_ms / 3000
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._heartbeat_once()
-                await self._reap_dead_nodes()
+                await self.presence.heartbeat()
+                if self.presence.dirty:
+                    await self.presence.reconcile()
+                await self.presence.reap_dead_nodes()
                 await self._keep_rooms_alive()
-            except REDIS_ERRORS as exc:
+                await self._settle_suspects()
+            except (*REDIS_ERRORS, BackendUnavailable) as exc:
                 log.debug("heartbeat failed: %s", exc)
 
-    async def _heartbeat_once(self) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._node_key(self.node_id), b"1", px=self._ttl_ms)
-            pipe.sadd(self._nodes_key, self.node_id)
-            await pipe.execute()
+    async def _settle_suspects(self) -> None:
+        """Members still missing from Redis a TTL after a reconnect are gone."""
+        now = asyncio.get_running_loop().time()
+        for item_id, room in list(self._rooms.items()):
+            due = [cid for cid, at in room.suspects.items() if at <= now]
+            if not due:
+                continue
+            present = await self._redis.hmget(self._key("presence", item_id), due)
+            for cid, value in zip(due, present, strict=True):
+                if room.suspects.pop(cid, None) is None:
+                    continue  # settled meanwhile by a join or leave event
+                member = room.members.get(cid)
+                if value is None and member is not None:
+                    self._presence(item_id, room, "leave", member)
 
     async def _keep_rooms_alive(self) -> None:
         """A room with members here keeps its seq and history however quiet it is:
@@ -454,43 +498,28 @@ class RedisBackend:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for item_id in due:
-                pipe.pexpire(self._key("seq", item_id), self._history_ttl_ms)
+                pipe.pexpire(self._key("meta", item_id), self._history_ttl_ms)
                 pipe.pexpire(self._key("history", item_id), self._history_ttl_ms)
             await pipe.execute()
         for item_id in due:
             if item_id in self._rooms:
                 self._rooms[item_id].kept_at = now
 
-    async def _reap_dead_nodes(self) -> None:
-        nodes = [_text(n) for n in await self._redis.smembers(self._nodes_key)]
-        for node in nodes:
-            if node != self.node_id and not await self._redis.exists(self._node_key(node)):
-                removed = await self._reap(node, force=False)
-                if removed > 0:
-                    log.info("removed %d members of stopped process %s", removed, node)
-
-    async def _reap(self, node: str, force: bool) -> int:
-        keys = [self._nodes_key, self._node_key(node), self._node_members_key(node)]
-        result: int = await self._scripts["REAP"](
-            keys=keys, args=[node, self._prefix, "1" if force else "0"]
-        )
-        return result
-
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _member(client_id: bytes | str, value: bytes | str) -> Sender:
-    user, _node = orjson.loads(value)
-    return Sender(user, _text(client_id))
+def _members(flat: list[bytes]) -> list[Sender]:
+    """Members from a presence hash read by a script: [client_id, [user, node], ...]."""
+    return [
+        Sender(orjson.loads(flat[i + 1])[0], _text(flat[i])) for i in range(0, len(flat), 2)
+    ]
 
 
-def _entry_seq(entry: tuple[bytes, dict[bytes, bytes]]) -> int:
-    return int(entry[0].split(b"-", 1)[0])
-
-
-def _entry_message(item_id: str, entry: tuple[bytes, dict[bytes, bytes]]) -> Message:
-    _, fields = entry
-    seq, ts, user, cid = orjson.loads(fields[b"h"])
-    return Message(item_id, seq, ts, Sender(user, cid), fields[b"d"], None)
+def _entry_message(item_id: str, entry: list[Any], with_ref: bool = False) -> Message:
+    """A history entry: ``[id, [b"h", head, b"d", data]]`` (as XRANGE gives it to Lua)."""
+    fields = entry[1]
+    seq, ts, user, cid, ref, id = orjson.loads(fields[1])
+    ref = (ref or None) if with_ref else None
+    return Message(item_id, seq, ts, Sender(user, cid), fields[3], ref, id or None)

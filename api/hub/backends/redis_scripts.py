@@ -1,31 +1,139 @@
 """The Lua scripts of the Redis backend: each runs atomically inside Redis.
 
-Pub/sub payloads start with one byte naming the event:
-    m<head JSON>\n<data JSON>   head = [seq, ts, user, client_id, ref or ""]
+Per room (``<prefix><kind>:<item_id>``):
+    meta       hash: ``e`` the epoch, ``s`` the latest seq. One key, so a Redis that
+               lost the seq lost the epoch with it, and the next script to touch the
+               room starts a new epoch: a seq can never be reused under an old epoch.
+    history    Stream, entry id ``<seq>-0``: ``h`` = [seq, ts, user, client_id, ref, id]
+               (ref for the sender's ack after a gap fill; "" when none) and ``d`` = data.
+    presence   hash client_id -> [user, node].
+    dedup      ``dedup:<item_id>\\n<id>\\n<user>`` -> "epoch\\nseq\\nts\\nclient_id", one
+               key per publish id, expiring after the dedup window.
+Pub/sub payloads on the room's channel start with one byte naming the event:
+    m<epoch>\\n<head JSON>\\n<data JSON>   head = [seq, ts, user, client_id, ref, id]
     j<[user, client_id]>        presence join
     l<[user, client_id]>        presence leave
-    b<[user, client_id]>\n<raw bytes>   binary relay
+    b<[user, client_id]>\\n<raw bytes>   binary relay
     c<[action, user or null]>   kick a user's connections, or close the room
-History entries (one Redis Stream per room, entry id ``<seq>-0``) hold
-``h`` = [seq, ts, user, client_id] and ``d`` = the data JSON.
 """
 
-# KEYS: seq, history, channel. ARGV: user, client_id, ref, data, history size, TTL (ms).
-# One script, so no two messages share a seq, and history order is publish order.
-# A room forgets its history and seq after the TTL without messages.
-PUBLISH = """
-local seq = redis.call('INCR', KEYS[1])
+# Starts a new epoch for a room whose meta is gone (or whose seq went backwards): a
+# new name (the caller's node id and Redis' clock, so never one used before), the old
+# epoch's history dropped, and numbering continued after ``floor`` (the highest seq
+# the caller delivered), so that v1 clients resuming without an epoch see a gap.
+_NEW_EPOCH = """
+local function new_epoch(meta, history, node, floor, ttl)
+  local now = redis.call('TIME')
+  local e = node .. string.format('%x%05x', tonumber(now[1]), tonumber(now[2]))
+  redis.call('DEL', history)
+  redis.call('HSET', meta, 'e', e, 's', floor)
+  redis.call('PEXPIRE', meta, ttl)
+  return e
+end
+"""
+
+# KEYS: meta, history, channel, dedup key (meta again when no id).
+# ARGV: user, client_id, ref, data, history size, TTL (ms), id ('' for none),
+#       dedup window (ms), node, floor.
+# Returns {0, seq, epoch} for a new message, or {1, seq, epoch, ts, client_id, data
+# or false} when the id was already published in this epoch (nothing is written).
+PUBLISH = (
+    _NEW_EPOCH
+    + """
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then e = new_epoch(KEYS[1], KEYS[2], ARGV[9], ARGV[10], ARGV[6]) end
+local id = ARGV[7]
+if id ~= '' then
+  local prior = redis.call('GET', KEYS[4])
+  if prior then
+    local pe, ps, pts, pcid = string.match(prior, '^(.-)\\n(%d+)\\n(%d+)\\n(.*)$')
+    if pe == e then
+      local found = redis.call('XRANGE', KEYS[2], ps .. '-0', ps .. '-0')
+      local data = false
+      if found[1] then data = found[1][2][4] end
+      return {1, tonumber(ps), e, tonumber(pts), pcid, data}
+    end
+  end
+end
+local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local now = redis.call('TIME')
 local ts = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local head = cjson.encode({seq, ts, ARGV[1], ARGV[2], ARGV[3], id})
 if tonumber(ARGV[5]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], seq .. '-0',
-             'h', cjson.encode({seq, ts, ARGV[1], ARGV[2]}), 'd', ARGV[4])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], seq .. '-0', 'h', head, 'd', ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
-local head = cjson.encode({seq, ts, ARGV[1], ARGV[2], ARGV[3]})
-redis.call('PUBLISH', KEYS[3], 'm' .. head .. '\\n' .. ARGV[4])
-return seq
+if id ~= '' then
+  redis.call('SET', KEYS[4], e .. '\\n' .. seq .. '\\n' .. ts .. '\\n' .. ARGV[2], 'PX', ARGV[8])
+end
+redis.call('PUBLISH', KEYS[3], 'm' .. e .. '\\n' .. head .. '\\n' .. ARGV[4])
+return {0, seq, e}
+"""
+)
+
+# KEYS: meta, history, presence. ARGV: node, floor, TTL (ms), since (-1: no replay),
+# the client's epoch ('' for none), page size.
+# Returns {epoch, seq, presence as a flat list} without a replay, else
+# {epoch, seq, presence, recovered (0/1), first page of entries}.
+SNAPSHOT = (
+    _NEW_EPOCH
+    + """
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then e = new_epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]) end
+local seq = tonumber(redis.call('HGET', KEYS[1], 's'))
+local presence = redis.call('HGETALL', KEYS[3])
+local since = tonumber(ARGV[4])
+if since < 0 then return {e, seq, presence} end
+local recovered = 1
+if since > seq or (ARGV[5] ~= '' and ARGV[5] ~= e) then
+  since = 0
+  recovered = 0
+end
+if recovered == 1 and since < seq then
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  local oldest_seq = seq + 1
+  if oldest[1] then oldest_seq = tonumber(string.match(oldest[1][1], '^(%d+)')) end
+  if since + 1 < oldest_seq then recovered = 0 end
+end
+local page = {}
+if since < seq and tonumber(ARGV[6]) > 0 then
+  page = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', seq .. '-0', 'COUNT', ARGV[6])
+end
+return {e, seq, presence, recovered, page}
+"""
+)
+
+# KEYS: meta, history. ARGV: epoch, after, upto, page size.
+# A page of history, or nil when the room is no longer in that epoch.
+HISTORY = """
+if redis.call('HGET', KEYS[1], 'e') ~= ARGV[1] then return nil end
+return redis.call('XRANGE', KEYS[2], (tonumber(ARGV[2]) + 1) .. '-0', ARGV[3] .. '-0',
+                  'COUNT', ARGV[4])
+"""
+
+# KEYS: meta, history. ARGV: the epoch and the highest seq this process delivered,
+# node, TTL (ms). After a reconnect: the room's epoch and seq, starting a new epoch if
+# the meta is gone (Redis came back empty) or its seq is below what was delivered (Redis
+# came back from an older snapshot, or an AOF that missed the last writes).
+RESYNC = (
+    _NEW_EPOCH
+    + """
+local e = redis.call('HGET', KEYS[1], 'e')
+local seq = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
+if not e or (e == ARGV[1] and seq < tonumber(ARGV[2])) then
+  return {new_epoch(KEYS[1], KEYS[2], ARGV[3], ARGV[2], ARGV[4]), tonumber(ARGV[2])}
+end
+return {e, seq}
+"""
+)
+
+# KEYS: node heartbeat, node set. ARGV: TTL (ms), node id.
+# 1 when this node was not registered: it was reaped (its heartbeat lapsed) or Redis
+# lost its data. Either way its members must be registered again.
+HEARTBEAT = """
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return redis.call('SADD', KEYS[2], ARGV[2])
 """
 
 # KEYS: presence, node members, channel. ARGV: client_id, user, node id, item id.
@@ -71,15 +179,4 @@ for i = 1, #entries, 2 do
 end
 redis.call('DEL', KEYS[3])
 return count
-"""
-
-# KEYS: seq. ARGV: a seq this process has seen. After Redis lost its data (a restart
-# without persistence), never hand out a seq that members have already seen.
-RESEED = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
 """
