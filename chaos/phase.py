@@ -135,6 +135,9 @@ async def _settle(
         ctx.notes.append(
             f"{left} publish(es) still unsettled after {options.settle_timeout_s:.0f} s"
         )
+    late = sum(p.late_copies for p in publishers)
+    if late:
+        ctx.notes.append(f"{late} own copies after outcome_unknown")
     ready_deadline = ctx.healed_at + options.ready_timeout_s - time.monotonic()
     await wait_until(holds(lambda: recovery.ready.since is not None), max(1.0, ready_deadline))
     history = await _history(ctx)

@@ -36,6 +36,7 @@ class Publisher(Client):
         self.pending: dict[str, tuple[Attempt, PublishRecord]] = {}  # ref -> try
         self.retry: deque[tuple[float, str]] = deque()  # (not before, id)
         self.records: dict[str, PublishRecord] = {}
+        self.late_copies = 0  # own copies that came after outcome_unknown
 
     @property
     def settled(self) -> bool:
@@ -67,7 +68,8 @@ class Publisher(Client):
             self._watch(now)
             while self.retry and self.retry[0][0] <= now and len(self.pending) < MAX_IN_FLIGHT:
                 _, record_id = self.retry.popleft()
-                await self._send(ws, self.records[record_id])
+                if self.records[record_id].status != "acked":  # a late copy may have settled it
+                    await self._send(ws, self.records[record_id])
             if self.generating and now >= next_new and len(self.pending) < MAX_IN_FLIGHT:
                 await self._send(ws, self._new_record())
                 next_new = max(next_new + self.interval, now - 1.0)
@@ -119,7 +121,7 @@ class Publisher(Client):
             self._on_error(frame)
 
     def _on_copy(self, frame: dict[str, Any], ref: str, seq: int) -> None:
-        entry = self.pending.pop(ref, None)
+        entry = self.pending.pop(ref, None) or self._late(ref)
         if entry is None:
             record = self.records.get(ref.rpartition("#")[0])
             tries = ", ".join(f"{a.ref} {a.outcome}" for a in record.attempts) if record else "?"
@@ -136,6 +138,22 @@ class Publisher(Client):
             self.room.ledger.violation(
                 f"{self.name}: the copy for {ref} is not the message published: {clip(frame)}"
             )
+
+    def _late(self, ref: str) -> tuple[Attempt, PublishRecord] | None:
+        """A copy after ``outcome_unknown`` settles that outcome: the message was stored.
+
+        The contract does not promise one answer per publish, only that
+        ``outcome_unknown`` may or may not have been stored; a copy that arrives
+        later says which. After ``unavailable`` ("certainly not published") or a
+        copy, a second answer is a broken rule, and this returns None for it."""
+        record = self.records.get(ref.rpartition("#")[0])
+        if record is None:
+            return None
+        attempt = next((a for a in record.attempts if a.ref == ref), None)
+        if attempt is None or attempt.outcome != "outcome_unknown":
+            return None
+        self.late_copies += 1
+        return attempt, record
 
     def _on_error(self, frame: dict[str, Any]) -> None:
         ref, code = frame.get("ref"), frame.get("code")
