@@ -158,3 +158,93 @@ async def test_data_with_newlines_and_unicode_round_trips(backend: Fixture) -> N
     assert (event.data, event.sender, event.ref) == (data, sender, "ref\nwith newline")
     (stored,) = (await b.snapshot("r", 0)).messages
     assert (stored.data, stored.sender) == (data, sender)
+
+
+# --- v1.1: publish ids and epochs ---------------------------------------------
+
+
+async def test_a_repeated_id_is_published_once_and_answers_with_the_original(
+    backend: Fixture,
+) -> None:
+    b, events = backend
+    await b.subscribe("r")
+    first = await b.publish("r", ALICE, b'"once"', "r1", "m-1")
+    again = await b.publish("r", ALICE, b'"once"', "r2", "m-1")
+    assert first.duplicate is None and again.seq == first.seq and again.epoch == first.epoch
+    original = again.duplicate
+    assert original is not None
+    assert (original.seq, original.data, original.id, original.sender) == (
+        first.seq,
+        b'"once"',
+        "m-1",
+        ALICE,
+    )
+    await b.publish("r", ALICE, b'"marker"', None)  # once it arrives, a second copy would have
+    await events.until(
+        lambda evs: any(isinstance(e, Message) and e.data == b'"marker"' for e in evs)
+    )
+    messages = [e for e in events.events if isinstance(e, Message)]
+    assert [(m.seq, m.id, m.ref) for m in messages] == [(1, "m-1", "r1"), (2, None, None)]
+    stored = (await b.snapshot("r", 0)).messages
+    assert [(m.seq, m.id) for m in stored] == [(1, "m-1"), (2, None)]
+
+
+async def test_ids_are_scoped_by_user_and_room(backend: Fixture) -> None:
+    b, _ = backend
+    assert (await b.publish("r", ALICE, b"1", None, "same")).duplicate is None
+    assert (await b.publish("r", BOB, b"1", None, "same")).duplicate is None
+    assert (await b.publish("other", ALICE, b"1", None, "same")).duplicate is None
+    assert (await b.snapshot("r", None)).seq == 2
+
+
+async def test_concurrent_repeats_of_one_id_publish_one_message(backend: Fixture) -> None:
+    b, _ = backend
+    results = await asyncio.gather(*(b.publish("r", ALICE, b"1", None, "m-x") for _ in range(20)))
+    assert {r.seq for r in results} == {1}
+    assert sum(r.duplicate is None for r in results) == 1
+    assert [m.seq for m in (await b.snapshot("r", 0)).messages] == [1]
+
+
+async def test_the_epoch_names_the_sequence_and_a_foreign_one_is_not_recovered(
+    backend: Fixture,
+) -> None:
+    b, _ = backend
+    for i in range(3):
+        await b.publish("r", ALICE, b"%d" % i, None)
+    snap = await b.snapshot("r", 1)
+    assert snap.epoch and snap.epoch == (await b.publish("r", ALICE, b"3", None)).epoch
+    same = await b.snapshot("r", 1, snap.epoch)
+    assert same.recovered and [m.seq for m in same.messages] == [2, 3, 4]
+    other = await b.snapshot("r", 3, "not-this-one")
+    assert not other.recovered and [m.seq for m in other.messages] == [1, 2, 3, 4]
+    assert (await b.snapshot("elsewhere", None)).epoch != ""
+
+
+async def test_history_is_read_in_pages_within_its_epoch(backend: Fixture) -> None:
+    b, _ = backend
+    for i in range(8):
+        await b.publish("r", ALICE, b"%d" % i, None, f"id-{i}")
+    snap = await b.snapshot("r", 0, limit=3)
+    assert [m.seq for m in snap.messages] == [1, 2, 3] and snap.seq == 8
+    page = await b.history("r", snap.epoch, 3, 6, 10)
+    assert page is not None and [(m.seq, m.id) for m in page] == [
+        (4, "id-3"),
+        (5, "id-4"),
+        (6, "id-5"),
+    ]
+    assert await b.history("r", snap.epoch, 6, 8, 1) == (await b.snapshot("r", 6, limit=1)).messages
+    assert await b.history("r", "another-epoch", 0, 8, 10) is None
+
+
+async def test_a_repeat_after_the_original_left_history_still_is_not_published(
+    backend: Fixture,
+) -> None:
+    b, _ = backend
+    await b.publish("r", ALICE, b'"first"', None, "early")
+    for _ in range(HISTORY * 30):  # far past the bound, also for approximate trimming
+        await b.publish("r", BOB, b"0", None)
+    again = await b.publish("r", ALICE, b'"first"', "r", "early")
+    assert again.seq == 1 and again.duplicate is not None
+    # History no longer has it: the copy carries this publish's data (an id names one message).
+    assert (again.duplicate.data, again.duplicate.id) == (b'"first"', "early")
+    assert (await b.snapshot("r", None)).seq == HISTORY * 30 + 1

@@ -1,4 +1,5 @@
-"""What only the memory backend does: forgetting idle rooms (Redis expires keys)."""
+"""What only the memory backend does: forgetting idle rooms and old publish ids (Redis
+expires keys), and its epochs."""
 
 from api.hub.backends.base import Sender
 from api.hub.backends.memory import MemoryBackend
@@ -59,3 +60,33 @@ async def test_history_is_not_tracked_by_the_garbage_collector() -> None:
     assert not gc.is_tracked(stored)
     [message] = (await backend.snapshot("r", 0)).messages
     assert (message.seq, message.sender, message.data, message.ref) == (1, ALICE, b'{"n":1}', None)
+
+
+async def test_a_publish_id_is_forgotten_after_the_dedup_window() -> None:
+    clock = Clock()
+    backend = MemoryBackend(history_size=10, dedup_s=300, clock=clock)
+    await backend.start(Recorder())
+    assert (await backend.publish("r", ALICE, b"1", None, "m")).seq == 1
+    clock.now += 299
+    assert (await backend.publish("r", ALICE, b"1", None, "m")).duplicate is not None
+    clock.now += 2
+    again = await backend.publish("r", ALICE, b"1", None, "m")
+    assert (again.seq, again.duplicate) == (2, None)
+    await backend.stop()
+
+
+async def test_each_process_start_and_each_forgotten_room_is_a_new_epoch() -> None:
+    clock = Clock()
+    one, two = (MemoryBackend(history_size=10, history_ttl_s=60, clock=clock) for _ in range(2))
+    await one.start(Recorder())
+    await two.start(Recorder())
+    first = await one.publish("r", ALICE, b"1", None)
+    assert first.epoch != (await two.publish("r", ALICE, b"1", None)).epoch
+    # An idle room is forgotten, seq and all: its seq restarts at 1 under a new epoch,
+    # never under the old one.
+    clock.now += 61
+    assert one.sweep() == 1
+    again = await one.publish("r", ALICE, b"1", None)
+    assert again.seq == 1 and again.epoch != first.epoch
+    await one.stop()
+    await two.stop()

@@ -66,9 +66,7 @@ async def test_concurrent_publishes_keep_their_order_and_share_round_trips(
         return await send(self, batch)
 
     monkeypatch.setattr(PublishPipeline, "_pipeline", counting)
-    results = await asyncio.gather(
-        *(node.publish("r", ALICE, b"%d" % i, None) for i in range(100))
-    )
+    results = await asyncio.gather(*(node.publish("r", ALICE, b"%d" % i, None) for i in range(100)))
     assert [r.seq for r in results] == list(range(1, 101))  # call order is seq order
     assert 1 <= pipelines <= 5  # batched: not one round trip per publish
     history = (await node.snapshot("r", 0, limit=1000)).messages

@@ -140,7 +140,7 @@ class MemoryBackend:
     ) -> Published:
         room = self._room(item_id)
         if id is not None:
-            original = self._seen(item_id, room, sender.user, id)
+            original = self._seen(item_id, room, sender.user, id, data)
             if original is not None:
                 return Published(original.seq, room.epoch, original)
         room.seq += 1
@@ -154,7 +154,7 @@ class MemoryBackend:
         self._emit(message)
         return Published(room.seq, room.epoch)
 
-    def _seen(self, item_id: str, room: _Room, user: str, id: str) -> Message | None:
+    def _seen(self, item_id: str, room: _Room, user: str, id: str, data: bytes) -> Message | None:
         """The message ``user`` published with ``id`` within the dedup window, if any."""
         seen, now = room.seen, self._clock()
         while seen:
@@ -170,7 +170,7 @@ class MemoryBackend:
         if history and history[0][0] <= seq:
             return _message(item_id, history[seq - history[0][0]])
         # Gone from history: a retry carries the same data (an id names one message).
-        return Message(item_id, seq, ts, Sender(user, client_id), b"null", None, id)
+        return Message(item_id, seq, ts, Sender(user, client_id), data, None, id)
 
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         self._emit(Relay(item_id, sender, payload))

@@ -1,0 +1,168 @@
+"""The Redis backend under trouble, one fault at a time, at the backend's own level:
+no publish applied twice, no ack lost to a gap, a lost room announced as a new epoch,
+and presence that repairs itself (issue 11's reproductions 1, 3, 7)."""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from api.hub.backends.base import (
+    BackendUnavailable,
+    EpochChange,
+    Event,
+    Message,
+    OutcomeUnknown,
+    Presence,
+    Sender,
+)
+from api.hub.backends.redis import RedisBackend
+from tests.hub.conftest import REDIS_URL, WAIT_S, Recorder, RedisFactory
+from tests.support.redis_server import PrivateRedis
+
+ALICE = Sender("alice", "c_a")
+BOB = Sender("bob", "c_b")
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll a condition that changes on its own (a heartbeat's work), bounded."""
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def private(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    instance = PrivateRedis(tmp_path).start()
+    yield instance
+    instance.stop()
+
+
+async def test_a_publish_redis_stalls_on_is_outcome_unknown_and_its_retry_applies_once(
+    private: PrivateRedis,
+) -> None:
+    node = RedisBackend(private.url, command_timeout_s=0.5)
+    await node.start(Recorder())
+    control = aioredis.Redis.from_url(private.url)
+    try:
+        await node.publish("warm", ALICE, b"0", None)  # a pooled connection, already open
+        # Redis holds every client's commands (as a stall does) once this returns.
+        await control.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        with pytest.raises(OutcomeUnknown):  # sent, then no answer in time: never retried
+            await node.publish("r", ALICE, b'"x"', "r1", "m-1")
+
+        async def answering() -> bool:
+            try:
+                return bool(await control.ping())
+            except aioredis.RedisError:
+                return False
+
+        await until(answering, "Redis never came back from the pause")
+        # Applied or not, the retry with the same id leaves exactly one message.
+        retry = await node.publish("r", ALICE, b'"x"', "r2", "m-1")
+        assert retry.seq == 1
+        snap = await node.snapshot("r", 0)
+        assert [(m.seq, m.id) for m in snap.messages] == [(1, "m-1")] and snap.seq == 1
+    finally:
+        await control.aclose()
+        await node.stop()
+
+
+async def test_a_publish_that_cannot_reach_redis_is_certainly_not_published(
+    private: PrivateRedis,
+) -> None:
+    node = RedisBackend(private.url, command_timeout_s=0.5)
+    await node.start(Recorder())
+    private.stop()  # no connection to be had: the publish never leaves this process
+    try:
+        with pytest.raises(BackendUnavailable):
+            await node.publish("r", ALICE, b'"x"', None, "m-1")
+    finally:
+        await node.stop()
+
+
+async def test_a_message_the_listener_missed_comes_from_history_with_its_ack(
+    redis_nodes: RedisFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, events = await redis_nodes()
+    await node.subscribe("r")
+    deliver = RedisBackend._on_payload
+    lost: list[bytes] = []
+
+    async def lose_the_first(self: RedisBackend, item_id: str, room: Any, payload: bytes) -> None:
+        if payload.startswith(b"m") and not lost:
+            lost.append(payload)  # as if it went by while the pub/sub connection was down
+            return
+        await deliver(self, item_id, room, payload)
+
+    monkeypatch.setattr(RedisBackend, "_on_payload", lose_the_first)
+    await node.publish("r", ALICE, b"1", "ack-1", "m-1")
+    await node.publish("r", ALICE, b"2", "ack-2")
+    messages = [e for e in await events.count(2) if isinstance(e, Message)]
+    assert [(m.seq, m.ref, m.id) for m in messages] == [(1, "ack-1", "m-1"), (2, "ack-2", None)]
+    assert lost
+
+
+async def test_a_room_redis_lost_under_its_members_is_a_new_epoch(
+    redis_nodes: RedisFactory, redis_prefix: str
+) -> None:
+    watcher, events = await redis_nodes()
+    publisher, _ = await redis_nodes()
+    await watcher.subscribe("r")
+    before = await publisher.publish("r", ALICE, b"1", None)
+    await events.count(1)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    await client.delete(f"{redis_prefix}meta:r", f"{redis_prefix}history:r")  # data lost
+    await client.aclose()
+    after = await publisher.publish("r", ALICE, b"2", None)
+    assert after.epoch != before.epoch
+    await events.count(2)
+    assert events.events[1] == EpochChange("r", after.epoch)
+    assert (await watcher.snapshot("r", None)).epoch == after.epoch
+
+
+def lapse_of(events: list[Event], member: Sender) -> list[str]:
+    return [e.event for e in events if isinstance(e, Presence) and e.member == member]
+
+
+async def test_a_process_whose_heartbeat_lapsed_registers_its_members_again(
+    redis_nodes: RedisFactory,
+) -> None:
+    stalled, _ = await redis_nodes(presence_ttl_s=1.0)
+    other, events = await redis_nodes(presence_ttl_s=1.0)
+    await other.subscribe("r")
+    await stalled.join("r", ALICE)
+    await events.until(lambda evs: lapse_of(evs, ALICE) == ["join"])
+    # What the others see of a process stalled past the TTL: its heartbeat is gone, so
+    # they reap its members (and announce them gone).
+    await other.presence.reap(stalled.node_id, force=True)
+    await events.until(lambda evs: lapse_of(evs, ALICE) == ["join", "leave"])
+    # The stalled process notices at its next heartbeat and registers them again.
+    await events.until(lambda evs: lapse_of(evs, ALICE) == ["join", "leave", "join"])
+    assert ALICE in (await other.snapshot("r", None)).members
+
+
+async def test_a_leave_that_failed_is_done_later_without_a_reconnect(
+    redis_nodes: RedisFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, _ = await redis_nodes(presence_ttl_s=1.0)
+    await node.join("r", ALICE)
+    await node.join("r", BOB)
+    script = node.presence._scripts["LEAVE"]
+
+    async def unreachable(**_: Any) -> None:
+        raise ConnectionError("Redis paused")
+
+    monkeypatch.setitem(node.presence._scripts, "LEAVE", unreachable)
+    await node.leave("r", ALICE)  # never raises: the leave is owed, not forgotten
+    monkeypatch.setitem(node.presence._scripts, "LEAVE", script)
+
+    async def alice_gone() -> bool:
+        return ALICE not in (await node.snapshot("r", None)).members
+
+    await until(alice_gone, "the failed leave was never done")
+    assert BOB in (await node.snapshot("r", None)).members
