@@ -76,7 +76,7 @@ async def redis_sigstop(ctx: PhaseContext) -> None:
     assert redis is not None
     redis.signal(signal.SIGSTOP)
     try:
-        await asyncio.sleep(ctx.options.pause_s)  # the pause itself
+        await asyncio.sleep(ctx.options.redis_pause_s)  # the pause itself
     finally:
         redis.signal(signal.SIGCONT)
     ctx.heal()
@@ -84,15 +84,15 @@ async def redis_sigstop(ctx: PhaseContext) -> None:
 
 async def redis_client_pause(ctx: PhaseContext) -> None:
     assert ctx.cluster.redis is not None
-    pause_ms = int(ctx.options.pause_s * 1000)
-    await ctx.cluster.redis.command("CLIENT", "PAUSE", pause_ms, "ALL")
-    await asyncio.sleep(ctx.options.pause_s)  # Redis lifts the pause by itself
+    pause = ctx.options.redis_pause_s
+    await ctx.cluster.redis.command("CLIENT", "PAUSE", int(pause * 1000), "ALL")
+    await asyncio.sleep(pause)  # Redis lifts the pause by itself
     ctx.heal()
 
 
 async def redis_debug_sleep(ctx: PhaseContext) -> None:
     assert ctx.cluster.redis is not None
-    pause = ctx.options.pause_s
+    pause = ctx.options.redis_pause_s
     await ctx.cluster.redis.command("DEBUG", "SLEEP", str(pause), timeout=pause + 10)
     ctx.heal()
 
@@ -134,7 +134,7 @@ async def partition(ctx: PhaseContext) -> None:
     space = ctx.cluster.space_of(ctx.victim)
     Namespaces.cut(space)
     try:
-        await asyncio.sleep(ctx.options.pause_s + 2)  # the partition itself
+        await asyncio.sleep(ctx.options.redis_pause_s + 2)  # the partition itself
     finally:
         Namespaces.heal(space)
     ctx.heal()

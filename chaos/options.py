@@ -32,7 +32,7 @@ class Options:
     answer_timeout_s: float = 30.0  # a publish on an open connection must be answered
     settle_timeout_s: float = 40.0  # unsettled publishes retried until then
     redis_down_s: float = 1.0  # how long a restarted Redis stays away
-    pause_s: float = 6.0  # Redis paused: past the servers' 5 s command timeout
+    pause_s: float = 6.0  # pauses and partitions; Redis pauses outlast the command timeout
     itemrooms: Path = field(default_factory=lambda: Path(sys.executable).with_name("itemrooms"))
     redis_server: str = "redis-server"
     env: Mapping[str, str] = field(default_factory=dict)  # the user's ITEMROOMS_* settings
@@ -43,6 +43,12 @@ class Options:
     @property
     def ttl_s(self) -> float:
         return float(self.env.get("ITEMROOMS_PRESENCE_TTL_S", self.presence_ttl_s))
+
+    @property
+    def redis_pause_s(self) -> float:
+        """A Redis pause must outlast the servers' command timeout, whatever it is set to."""
+        timeout = float(self.env.get("ITEMROOMS_REDIS_TIMEOUT_S", 5.0))
+        return max(self.pause_s, timeout + 1.0)
 
     @property
     def secret(self) -> str:
