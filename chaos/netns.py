@@ -15,6 +15,7 @@ iproute2; every namespace and link is removed at the end of the run.
 """
 
 import ipaddress
+import os
 import random
 import shutil
 import subprocess
@@ -48,9 +49,10 @@ class Namespaces:
         """Why namespaces cannot be used here, or None when they can."""
         if shutil.which("ip") is None:
             return "iproute2 (ip) is not installed"
+        probe = f"itemrooms-chaos-probe-{os.getpid()}"
         try:
-            _ip("netns", "add", "itemrooms-chaos-probe")
-            _ip("netns", "del", "itemrooms-chaos-probe")
+            _ip("netns", "add", probe)
+            _ip("netns", "del", probe)
         except (RuntimeError, OSError) as exc:
             return f"cannot create a network namespace ({exc}); it needs root"
         return None

@@ -6,6 +6,7 @@ what one fault broke cannot hide or fake a finding in the next one.
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from chaos.checks import Counts, check_history
@@ -74,10 +75,10 @@ async def run_phase(cluster: Cluster, options: Options, fault: Fault, number: in
     try:
         for reader in readers:  # readers first: they see the room from its first message
             reader.start()
-        await _welcomed(readers, ledger)
+        await _welcomed(readers)
         for publisher in publishers:
             publisher.start()
-        await _welcomed(publishers, ledger)
+        await _welcomed(publishers)
         http.start()
         await asyncio.sleep(options.before_s)  # traffic before the fault
         await fault.inject(ctx)
@@ -100,14 +101,14 @@ async def run_phase(cluster: Cluster, options: Options, fault: Fault, number: in
     return result
 
 
-def _all_ready(api: HttpApi, cluster: Cluster):  # type: ignore[no-untyped-def]
+def _all_ready(api: HttpApi, cluster: Cluster) -> Callable[[], Awaitable[bool]]:
     async def ready() -> bool:
         return all(await asyncio.gather(*(api.ready(p.http_url) for p in cluster.processes)))
 
     return ready
 
 
-async def _welcomed(clients: list[Reader] | list[Publisher], ledger: Ledger) -> None:
+async def _welcomed(clients: Sequence[Client]) -> None:
     for client in clients:
         if not await client.welcomed(CONNECT_TIMEOUT_S):
             raise RuntimeError(f"{client.name} was not welcomed within {CONNECT_TIMEOUT_S} s")
@@ -142,8 +143,11 @@ async def _settle(
     await wait_until(holds(lambda: recovery.ready.since is not None), max(1.0, ready_deadline))
     history = await _history(ctx)
 
+    # The last message history holds (a new epoch may hold none yet while its seq goes on).
+    newest = max((int(m["seq"]) for m in history.messages), default=0)
+
     def caught_up() -> bool:
-        return all((r.epoch, r.last_seq) == (history.epoch, history.seq) for r in readers)
+        return all(r.epoch == history.epoch and r.last_seq >= newest for r in readers)
 
     await wait_until(holds(caught_up), CATCH_UP_TIMEOUT_S)
     bound = options.ttl_s + options.presence_slack_s
