@@ -167,6 +167,22 @@ class ItemroomsServer:
                 )
         raise AssertionError("unreachable")
 
+    def restart(self, timeout: float = 30.0) -> ItemroomsServer:
+        """Stop it (SIGTERM: clients get 1001 ``going_away``) and start it again on the same
+        port, where reconnecting clients look for it. The memory backend comes back
+        empty: its rooms have new epochs, and resuming clients learn ``recovered: false``.
+        """
+        port = self.port
+        self.stop()
+        self.port = port
+        self._spawn()
+        if not self._wait_listening(timeout):
+            code = self.stop()
+            raise RuntimeError(
+                f"itemrooms serve did not restart (exit code {code}):\n{self.output}"
+            )
+        return self
+
     def _spawn(self) -> None:
         self._lines.clear()
         command = [sys.executable, "-m", "api.cli", "serve", "--host", self.host]

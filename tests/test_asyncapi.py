@@ -186,9 +186,7 @@ ALICE = Sender("alice", "c_a")
     [
         (
             "welcome",
-            encode_welcome(
-                "42", ALICE, Snapshot(3, "e1", (ALICE, Sender("bob", "c_b")), (), True)
-            ),
+            encode_welcome("42", ALICE, Snapshot(3, "e1", (ALICE, Sender("bob", "c_b")), (), True)),
         ),
         ("message", encode_message(Message("42", 7, 1_700_000_000_000, ALICE, b"[1]", None))),
         (

@@ -131,9 +131,12 @@ class Hub:
             if len(page) < REPLAY_PAGE or last >= snapshot.seq:
                 return
             try:
-                page = await self.backend.history(
-                    item_id, snapshot.epoch, last, snapshot.seq, REPLAY_PAGE
-                ) or ()
+                page = (
+                    await self.backend.history(
+                        item_id, snapshot.epoch, last, snapshot.seq, REPLAY_PAGE
+                    )
+                    or ()
+                )
             except BackendUnavailable:
                 self.evict(item_id, member, INTERNAL_ERROR)
                 return
@@ -263,9 +266,7 @@ class Hub:
                     message = shared
                 if not member.push(message):
                     overflowed.append(member)
-            self.metrics.delivered.inc(
-                len(room.members) - dropped - skipped - len(overflowed)
-            )
+            self.metrics.delivered.inc(len(room.members) - dropped - skipped - len(overflowed))
         else:
             shared = self._other_frame(event)
             skip = event.member.client_id if isinstance(event, Presence) else event.sender.client_id

@@ -89,8 +89,9 @@ def unavailable() -> HTTPException:
 
 def outcome_unknown() -> HTTPException:
     return HTTPException(
-        504, "outcome unknown: the message may or may not be published; retry with the "
-        "same Idempotency-Key"
+        504,
+        "outcome unknown: the message may or may not be published; retry with the "
+        "same Idempotency-Key",
     )
 
 

@@ -48,6 +48,11 @@ function onStatus(status) {
       setStatus("connecting…", "");
       break;
     case "open": {
+      // Below the messages shown, which the room no longer has (an empty room that was
+      // forgotten and made again is a new epoch too, with nothing to say about it).
+      if (status.reset && $("messages").querySelector("li.message")) {
+        show("the room lost its history: what follows is its new sequence", "system");
+      }
       const note = status.reset
         ? " (the room lost its history)"
         : status.recovered === false

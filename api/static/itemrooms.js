@@ -1,4 +1,4 @@
-// itemrooms.js: a dependency-free client for itemrooms' WebSocket rooms (protocol v1).
+// itemrooms.js: a dependency-free client for itemrooms' WebSocket rooms (protocol v1.1).
 //
 //   import { connect } from "/static/itemrooms.js";
 //   const room = connect({ baseUrl: "wss://rooms.example.com", itemId: "42",
@@ -8,10 +8,17 @@
 //   await room.publish({ text: "hi" });   // resolves with your message, as the room saw it
 //
 // What it does for you: the token goes in the subprotocol list (never in the URL);
-// reconnects with exponential backoff and full jitter; resumes with `?since=<last seq>`
-// and drops duplicates, so `message` events have no gaps and no repeats; refreshes the
-// token before it expires; pings while the page is visible and treats a missing pong
-// as a dead connection; stops for good on close reasons no retry can fix.
+// reconnects with exponential backoff and full jitter; resumes with
+// `?since=<last seq>&epoch=<epoch>` and drops duplicates, so `message` events have no
+// gaps and no repeats within an epoch; refreshes the token before it expires; pings
+// while the page is visible and treats a missing pong as a dead connection; stops for
+// good on close reasons no retry can fix.
+//
+// Publishes are exactly once: each carries an `id` of its own, and one that the
+// server did not answer before a disconnect (or answered `outcome_unknown`) is settled
+// from the resume's replay or sent again with the same `id`, which the server never
+// publishes twice. So `publish()` resolves with the message's seq or rejects with a
+// definite error, never "maybe".
 
 /** Close reasons after which reconnecting cannot help: the room stops and says why. */
 export const FATAL_REASONS = new Set([
@@ -26,6 +33,11 @@ export const FATAL_REASONS = new Set([
 ]);
 
 const SUBPROTOCOL = "itemrooms.v1";
+/** What the server accepts as a publish `id` (and an `epoch`). */
+export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
+/** Error codes that say only "this attempt was not published": after an attempt whose
+ * outcome is unknown, they are retried, since that earlier attempt may have been. */
+const NOT_THIS_ATTEMPT = new Set(["unavailable", "rate_limited"]);
 // setTimeout fires at once for longer delays (about 24.8 days).
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -38,6 +50,13 @@ const DEFAULTS = {
   pongTimeoutMs: 10_000,
   /** How long a connection may take to be welcomed before it is given up and retried. */
   openTimeoutMs: 10_000,
+  /** How long a publish may wait for a connection to go out on (then: `not_connected`). */
+  publishTimeoutMs: 30_000,
+  /** Retries after `outcome_unknown`: attempt n waits about min(max, base * 2^n). */
+  retryBaseMs: 100,
+  retryMaxMs: 2_000,
+  /** The server's ITEMROOMS_PUBLISH_DEDUP_S: past it, sending an id again could publish twice. */
+  dedupWindowMs: 300_000,
   /** Refresh this long before `exp`, or 10% of the token's lifetime if that is longer,
    * but never in the first half of its lifetime. */
   refreshLeadMs: 30_000,
@@ -51,9 +70,12 @@ const DEFAULTS = {
  * @property {string | (() => string | Promise<string>)} token the token, or a function asked
  *   for one at every (re)connect and before the current one expires
  * @property {number} [since] resume after this seq (e.g. one the app stored); default: from now on
+ * @property {string} [epoch] the epoch `since` belongs to (`room.epoch` when it was stored)
  * @property {number} [baseDelayMs] @property {number} [maxDelayMs]
  * @property {number} [pingIntervalMs] @property {number} [pongTimeoutMs]
  * @property {number} [openTimeoutMs] @property {number} [refreshLeadMs]
+ * @property {number} [publishTimeoutMs] @property {number} [retryBaseMs]
+ * @property {number} [retryMaxMs] @property {number} [dedupWindowMs]
  * @property {typeof WebSocket} [WebSocket] a WebSocket implementation (default: the global one)
  */
 
@@ -66,9 +88,10 @@ export function connect(options) {
   return new Room(options);
 }
 
-/** An error frame from the server, or a publish that could not be acknowledged. */
+/** An error frame from the server, or a publish that definitely failed. */
 export class RoomError extends Error {
-  /** @param {string} code e.g. `not_allowed`, `rate_limited`, `unavailable`, `not_connected`, `closed` */
+  /** @param {string} code e.g. `not_allowed`, `rate_limited`, `unavailable`, `not_connected`,
+   * `closed`, `message_too_big`, `invalid_id`, `outcome_unknown` (see {@link Room#publish}) */
   constructor(code, detail) {
     super(`${code}: ${detail}`);
     this.name = "RoomError";
@@ -81,10 +104,15 @@ export class RoomError extends Error {
  * One item's room. Events (`room.on(type, handler)` or `addEventListener`, detail in
  * `event.detail`):
  * - `welcome`: each (re)connection's welcome frame
- * - `message`: a message frame, each seq once and in order
+ * - `message`: a message frame, each seq once and in order within an epoch (never a
+ *   `duplicate: true` copy: those only settle a publish)
  * - `presence`: a join or leave of someone else; `members`: the member list changed
  * - `status`: `{state, code, reason, attempt, delayMs}`, state one of `connecting`,
- *   `open`, `reconnecting`, `closed` (final: a fatal reason, or `close()`)
+ *   `open`, `reconnecting`, `closed` (final: a fatal reason, or `close()`). With
+ *   `open`: `recovered` and `reset`, **the one signal to reload the item's state**:
+ *   `recovered: false` means messages may be missing (history no longer held them all,
+ *   or the room's sequence restarted); `reset: true` says it was the latter (a new
+ *   `room.epoch`: what follows is the new sequence, from what history holds of it).
  * - `close`: every socket close `{code, reason, willRetry}`
  * - `error`: error frames not answered through a publish promise, and token source failures
  * - `refreshed`: the server accepted a refreshed token `{exp}`
@@ -101,6 +129,8 @@ export class Room extends EventTarget {
     this._url = roomUrl(this.options);
     /** The last seq delivered to the app (null until the first welcome, unless `since` given). */
     this.seq = options.since ?? null;
+    /** The epoch `seq` belongs to, from the last welcome (null for a server without epochs). */
+    this.epoch = options.epoch ?? null;
     /** @type {"connecting" | "open" | "reconnecting" | "closed"} */
     this.state = "connecting";
     /** Who and where this connection is, from the last welcome. */
@@ -108,8 +138,14 @@ export class Room extends EventTarget {
     this.clientId = null;
     this.user = null;
     this._members = new Map();
-    this._pending = new Map(); // ref -> {resolve, reject}
+    // Unsettled publishes, in the order they were made: id -> entry (see publish()).
+    this._publishes = new Map();
+    this._refIds = new Map(); // ref -> id
+    this._idPrefix = randomPrefix();
     this._refs = 0;
+    this._replayTo = null; // after a welcome: the seq that ends its replay
+    this._complete = true; // whether that replay is all that was missed (recovered)
+    this._bigBinary = 0; // the largest binary frame sent on this socket (for a 1009)
     this._attempt = 0;
     this._ws = null;
     this._timers = {};
@@ -143,27 +179,63 @@ export class Room extends EventTarget {
   }
 
   /**
-   * Publish `data` (any JSON). Resolves with the message frame once the room has it
-   * (its `ref` came back); rejects with a {@link RoomError} on an error frame for it
-   * (`not_allowed`, `rate_limited`, `unavailable`, ...), when not connected
-   * (`not_connected`), or when the connection closes first (`closed`: it may or may
-   * not have been published).
-   * @param {any} data @returns {Promise<object>}
+   * Publish `data` (any JSON), exactly once. Resolves with the message frame once the
+   * room has it: your own copy (`ref` set), or the copy the server answers a repeated
+   * `id` with (`duplicate: true`, the original seq), or the replayed copy after a
+   * reconnect. A publish made while (re)connecting waits for the connection, at most
+   * `publishTimeoutMs`. Once sent it is answered by the server, across reconnects: an
+   * `outcome_unknown` answer, or a disconnect before any answer, makes the client send
+   * it again with the same `id`, which the server answers with the message it already
+   * has, if any, never a second one (and a resume's replay carrying the id settles it).
+   *
+   * Rejects with a {@link RoomError} only when the outcome is known:
+   * - an error frame: `not_allowed`, `rate_limited`, `unavailable` (not published), ...
+   * - `not_connected`: the room is closed, or no connection within the timeout (not sent)
+   * - `message_too_big`: the server closed 1009 over it (not published)
+   * - `invalid_id`: `options.id` is not 1..64 of `A-Z a-z 0-9 . _ : -` (not sent)
+   * - `closed`: the room closed for good (a fatal reason, or `close()`) first
+   * - `outcome_unknown`: only if the server could not tell for a whole `dedupWindowMs`
+   *   (past that window a retry could publish it twice)
+   * @param {any} data
+   * @param {{id?: string, timeoutMs?: number}} [options] `id`: your own idempotency key
+   *   (default: a unique one); `timeoutMs`: instead of `publishTimeoutMs`
+   * @returns {Promise<object>}
    */
-  publish(data) {
-    if (this.state !== "open") {
-      return Promise.reject(new RoomError("not_connected", `the room is ${this.state}`));
+  publish(data, options = {}) {
+    if (this.state === "closed") {
+      return Promise.reject(new RoomError("not_connected", "the room is closed"));
+    }
+    const id = options.id ?? `${this._idPrefix}-${this._refs + 1}`;
+    if (typeof id !== "string" || !ID_PATTERN.test(id)) {
+      return Promise.reject(new RoomError("invalid_id", "an id is 1 to 64 of A-Z a-z 0-9 . _ : -"));
+    }
+    if (this._publishes.has(id)) {
+      return Promise.reject(new RoomError("invalid_id", `a publish with id ${id} is in progress`));
     }
     const ref = `r${++this._refs}`;
+    let text;
+    try {
+      text = JSON.stringify({ type: "publish", data, ref, id });
+    } catch (err) {
+      return Promise.reject(err); // not JSON (a BigInt, a cycle): a bug, not a room error
+    }
     return new Promise((resolve, reject) => {
-      this._pending.set(ref, { resolve, reject });
-      this._send({ type: "publish", data, ref });
+      // sentAt: when first sent (then its outcome is the server's to tell); uncertain: an
+      // attempt may have been published without our knowing; timer: waiting to go out.
+      // held: sent longer ago than the dedup window, waiting for the replay to tell.
+      const entry = { id, ref, text, resolve, reject, sentAt: null, uncertain: false,
+        retries: 0, timer: null, socket: null, held: false };
+      this._publishes.set(id, entry);
+      this._refIds.set(ref, id);
+      if (this.state === "open") this._sendPublish(entry);
+      else this._waitToSend(entry, options.timeoutMs ?? this.options.publishTimeoutMs);
     });
   }
 
   /** Send a binary frame to the other members (not stored, not sequenced). */
   sendBinary(bytes) {
     if (this.state !== "open") throw new RoomError("not_connected", `the room is ${this.state}`);
+    this._bigBinary = Math.max(this._bigBinary, bytes.byteLength ?? bytes.size ?? 0);
     this._ws.send(bytes);
   }
 
@@ -193,6 +265,7 @@ export class Room extends EventTarget {
     this._nextClaims = null;
     const url = new URL(this._url);
     if (this.seq !== null) url.searchParams.set("since", String(this.seq));
+    if (this.seq !== null && this.epoch !== null) url.searchParams.set("epoch", this.epoch);
     const Impl = this.options.WebSocket ?? globalThis.WebSocket;
     let ws;
     try {
@@ -206,13 +279,15 @@ export class Room extends EventTarget {
     }
     ws.binaryType = "arraybuffer";
     this._ws = ws;
+    this._bigBinary = 0;
     ws.onmessage = (e) => this._onData(e.data);
     ws.onclose = (e) => this._onClose({ code: e.code, reason: e.reason, wasClean: e.wasClean });
     this._timer("open", this.options.openTimeoutMs, () => this._drop("open_timeout"));
   }
 
   _onClose(event) {
-    this._detach();
+    const ws = this._detach();
+    if (event.code === 1009) this._tooBig(ws);
     this._retry(event);
   }
 
@@ -227,7 +302,8 @@ export class Room extends EventTarget {
     this._retry({ code: 4000, reason, wasClean: false });
   }
 
-  /** After a close: stop for good on a fatal reason, otherwise reconnect with backoff. */
+  /** After a close: stop for good on a fatal reason, otherwise reconnect with backoff
+   * (at once after 1012 `epoch_changed`: the room is there, with a new sequence). */
   _retry(event) {
     const fatal = FATAL_REASONS.has(event.reason);
     this._closed(event, !fatal);
@@ -236,7 +312,7 @@ export class Room extends EventTarget {
       return;
     }
     const cap = Math.min(this.options.maxDelayMs, this.options.baseDelayMs * 2 ** this._attempt);
-    const delayMs = Math.round(Math.random() * cap); // full jitter
+    const delayMs = event.code === 1012 ? 0 : Math.round(Math.random() * cap); // full jitter
     this._attempt += 1;
     this._status({ state: "reconnecting", code: event.code, reason: event.reason,
       attempt: this._attempt, delayMs });
@@ -249,21 +325,30 @@ export class Room extends EventTarget {
     this._open();
   }
 
-  /** Forget the current socket: its handlers, timers and pending publishes. */
+  /** Forget the current socket: its handlers and timers. */
   _detach() {
     const ws = this._ws;
     if (ws) ws.onmessage = ws.onclose = null;
     this._ws = null;
+    this._replayTo = null;
     for (const name of Object.keys(this._timers)) this._clear(name);
     return ws;
   }
 
-  /** A connection ended: reject its publishes, forget its members, tell the app. */
+  /** A connection ended: forget its members, tell the app; its unanswered publishes are
+   * now of unknown outcome (or, for good, rejected). */
   _closed(event, willRetry) {
-    for (const { reject } of this._pending.values()) {
-      reject(new RoomError("closed", `connection closed (${event.code} ${event.reason})`));
+    for (const entry of [...this._publishes.values()]) {
+      if (!willRetry) {
+        const sent = entry.sentAt === null ? "not sent" : "sent, but not answered";
+        this._settle(entry, null, new RoomError("closed",
+          `the room closed (${event.code} ${event.reason}): ${sent}`));
+      } else if (entry.sentAt !== null) {
+        entry.uncertain = true;
+        clearTimeout(entry.timer); // a retry's; everything goes out again after the welcome
+        entry.timer = null;
+      }
     }
-    this._pending.clear();
     if (this._members.size) {
       this._members.clear();
       this._emit("members", this.members);
@@ -282,7 +367,14 @@ export class Room extends EventTarget {
       this._emit("binary", data);
       return;
     }
-    const frame = JSON.parse(data);
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return; // not ours to understand; the server only sends JSON objects
+    }
+    if (frame === null || typeof frame !== "object") return;
+    // Frame types this client does not know are ignored (protocol v1.1), as are fields.
     switch (frame.type) {
       case "welcome":
         return this._onWelcome(frame);
@@ -312,36 +404,167 @@ export class Room extends EventTarget {
     this.itemId = frame.item_id;
     this.clientId = frame.client_id;
     this.user = frame.user;
-    // The room's seq went backwards (it lost its history): everything it replays is new.
-    const reset = this.seq !== null && frame.seq < this.seq;
+    const epoch = typeof frame.epoch === "string" ? frame.epoch : null;
+    // A new epoch, or (from a server without epochs) a seq that went backwards: the
+    // room's sequence restarted, and everything it replays is new.
+    const reset =
+      this.seq !== null &&
+      ((this.epoch !== null && epoch !== null && epoch !== this.epoch) || frame.seq < this.seq);
     if (this.seq === null || reset) this.seq = reset ? 0 : frame.seq;
+    this.epoch = epoch;
+    const recovered = frame.recovered !== false && !reset;
     this._members = new Map(frame.members.map((m) => [m.client_id, memberOf(m)]));
     this.state = "open";
+    // Before the app hears of it, so that what it publishes now comes after these.
+    this._resend();
+    this._replayTo = frame.seq > this.seq ? frame.seq : null;
+    this._complete = recovered;
+    if (this._replayTo === null) this._replayed();
     this._emit("welcome", frame);
     this._emit("members", this.members);
-    this._status({ state: "open", recovered: frame.recovered, reset });
+    this._status({ state: "open", recovered, reset });
     this._timer("ping", this.options.pingIntervalMs, () => this._ping(), true);
     this._scheduleRefresh();
   }
 
   _onMessage(frame) {
-    if (this.seq !== null && frame.seq <= this.seq) return; // seen before this reconnect
-    this.seq = frame.seq;
-    const pending = frame.ref === undefined ? undefined : this._pending.get(frame.ref);
-    this._pending.delete(frame.ref);
-    this._emit("message", frame);
-    pending?.resolve(frame);
+    const entry = this._entryFor(frame);
+    if (frame.duplicate === true) {
+      // The answer to an id sent again: an acknowledgement, not a new message.
+      if (entry) this._settle(entry, frame);
+      return;
+    }
+    if (this.seq === null || frame.seq > this.seq) {
+      this.seq = frame.seq;
+      this._emit("message", frame);
+    } // else seen before this reconnect (or before the epoch changed under it)
+    if (entry) this._settle(entry, frame);
+    if (this._replayTo !== null && frame.seq >= this._replayTo) this._replayed();
   }
 
   _onError(frame) {
-    const pending = frame.ref === undefined ? undefined : this._pending.get(frame.ref);
-    if (pending) {
-      this._pending.delete(frame.ref);
-      pending.reject(new RoomError(frame.code, frame.detail));
+    const id = frame.ref === undefined ? undefined : this._refIds.get(frame.ref);
+    const entry = id === undefined ? undefined : this._publishes.get(id);
+    if (entry) {
+      this._publishFailed(entry, frame);
       return;
     }
     if (frame.code === "invalid_refresh") this._retryRefresh();
     this._emit("error", new RoomError(frame.code, frame.detail));
+  }
+
+  // -- publishes -------------------------------------------------------------------
+
+  /** The unsettled publish a message frame answers: by its ref (our own live copy), or
+   * by its id when we published it (a replayed copy carries the id, not the ref). */
+  _entryFor(frame) {
+    const id =
+      frame.ref !== undefined
+        ? this._refIds.get(frame.ref)
+        : frame.sender?.user === this.user
+          ? frame.id
+          : undefined;
+    return id === undefined ? undefined : this._publishes.get(id);
+  }
+
+  _sendPublish(entry) {
+    clearTimeout(entry.timer);
+    entry.timer = null;
+    entry.held = false;
+    entry.sentAt ??= Date.now();
+    entry.socket = this._ws;
+    this._ws.send(entry.text);
+  }
+
+  /** A publish made while not connected waits for the welcome, at most `ms`. */
+  _waitToSend(entry, ms) {
+    entry.timer = setTimeout(() => {
+      if (entry.sentAt === null) {
+        this._settle(entry, null, new RoomError("not_connected",
+          `no connection within ${ms} ms: not sent`));
+      }
+    }, Math.min(Math.max(0, ms), MAX_TIMER_MS));
+  }
+
+  /** After a welcome, in the order they were made: publishes not sent yet, and those
+   * sent without an answer. The server's dedup answers an id it already published with
+   * its copy (or the replay settles it first), so sending again cannot publish twice —
+   * within the dedup window. Older ones wait for the replay (see `_replayed`). */
+  _resend() {
+    const now = Date.now();
+    for (const entry of this._publishes.values()) {
+      if (entry.sentAt !== null && now - entry.sentAt > this.options.dedupWindowMs) {
+        entry.held = true;
+      } else {
+        this._sendPublish(entry);
+      }
+    }
+  }
+
+  /** The welcome's replay is over. A publish held back that it did not settle: when the
+   * replay was complete (`recovered`), it was never published, so sending it is safe;
+   * otherwise nothing can tell any more. */
+  _replayed() {
+    this._replayTo = null;
+    for (const entry of [...this._publishes.values()]) {
+      if (!entry.held) continue;
+      if (this._complete) this._sendPublish(entry);
+      else this._settle(entry, null, this._unknown());
+    }
+  }
+
+  _publishFailed(entry, frame) {
+    if (frame.code === "outcome_unknown") entry.uncertain = true;
+    const retry =
+      frame.code === "outcome_unknown" || (entry.uncertain && NOT_THIS_ATTEMPT.has(frame.code));
+    if (!retry) {
+      this._settle(entry, null, new RoomError(frame.code, frame.detail));
+      return;
+    }
+    if (Date.now() - entry.sentAt > this.options.dedupWindowMs) {
+      this._settle(entry, null, this._unknown());
+      return;
+    }
+    const { retryBaseMs, retryMaxMs } = this.options;
+    const capMs = Math.min(retryMaxMs, retryBaseMs * 2 ** entry.retries);
+    entry.retries += 1;
+    const socket = this._ws;
+    entry.timer = setTimeout(() => {
+      entry.timer = null;
+      // If the socket changed meanwhile, the welcome sent it again already.
+      if (this._ws === socket && this.state === "open") this._sendPublish(entry);
+    }, capMs / 2 + Math.random() * (capMs / 2));
+  }
+
+  _unknown() {
+    const s = Math.round(this.options.dedupWindowMs / 1000);
+    return new RoomError("outcome_unknown",
+      `the server could not tell within ${s} s whether it was published`);
+  }
+
+  /** After a 1009: the largest publish sent on that socket is over the server's limit (as
+   * large as the frame it refused, unless a binary frame was larger), hence unpublished;
+   * sending it again would only be refused again. */
+  _tooBig(ws) {
+    let biggest = null;
+    let size = 0;
+    for (const entry of this._publishes.values()) {
+      const bytes = new TextEncoder().encode(entry.text).length;
+      if (entry.socket === ws && bytes > size) [biggest, size] = [entry, bytes];
+    }
+    if (biggest && size >= this._bigBinary) {
+      this._settle(biggest, null, new RoomError("message_too_big",
+        `the server refused a ${size}-byte frame: not published`));
+    }
+  }
+
+  /** A publish's end: resolved with its message frame, or rejected with `error`. */
+  _settle(entry, frame, error) {
+    clearTimeout(entry.timer);
+    this._publishes.delete(entry.id);
+    this._refIds.delete(entry.ref);
+    if (error) entry.reject(error);
+    else entry.resolve(frame);
   }
 
   // -- liveness --------------------------------------------------------------------
@@ -423,6 +646,13 @@ export class Room extends EventTarget {
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/** A random prefix for this client's publish ids: unique across tabs, devices and reloads. */
+function randomPrefix() {
+  const bytes = new Uint8Array(9);
+  globalThis.crypto.getRandomValues(bytes);
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_");
 }
 
 function memberOf(m) {

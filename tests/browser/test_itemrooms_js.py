@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -190,8 +191,12 @@ async def test_the_page_resumes_after_a_server_restart_with_each_message_once(
 
     sockets = await page.evaluate(SOCKETS)
     assert "since" not in sockets[0]["url"], sockets[0]["url"]
-    # Every reconnection resumed after the last message seen before the restart.
-    assert all(s["url"].endswith("?since=2") for s in sockets[1:]), [s["url"] for s in sockets]
+    # Every reconnection resumed after the last message seen before the restart, in the
+    # epoch of the first welcome: the room's sequence lives on in Redis.
+    epoch = sockets[0]["frames"][0]["epoch"]
+    resumed = f"?{urlencode({'since': 2, 'epoch': epoch})}"
+    assert all(s["url"].endswith(resumed) for s in sockets[1:]), [s["url"] for s in sockets]
+    assert all(s["frames"][0]["epoch"] == epoch for s in sockets[1:] if s["frames"]), sockets
     assert sockets[-1]["readyState"] == 1
 
 

@@ -169,3 +169,22 @@ async def test_the_server_going_away_ends_iteration_with_its_reason(
         with pytest.raises(RoomClosed) as closed:
             await asyncio.wait_for(drain(room), timeout=WAIT)
         assert (closed.value.code, closed.value.reason) == (1001, "going_away")
+
+
+async def test_a_reconnecting_client_goes_on_across_a_server_restart(
+    itemrooms_server_factory: ServerFactory, item: str
+) -> None:
+    server = itemrooms_server_factory()  # the memory backend: a restart forgets the room
+    options = {"reconnect": True, "reconnect_delay": 0.05, "max_reconnect_delay": 0.5}
+    async with connect(server.ws_url(item), token=server.mint(), proxy=None, **options) as room:
+        first = await room.publish("before")
+        assert (await room.receive(timeout=WAIT))["seq"] == first["seq"]
+        old_epoch = room.epoch
+        await asyncio.to_thread(server.restart)
+        welcome = await room.receive("welcome", timeout=WAIT)
+        assert welcome["recovered"] is False and welcome["epoch"] != old_epoch, welcome
+        assert (room.recovered, room.epoch, room.seq) == (False, welcome["epoch"], 0)
+        again = await room.publish("after")
+        message = await room.receive(timeout=WAIT)
+        assert (message["seq"], message["data"]) == (again["seq"], "after")
+        assert room.seq == again["seq"]

@@ -90,3 +90,16 @@ async def test_each_process_start_and_each_forgotten_room_is_a_new_epoch() -> No
     assert again.seq == 1 and again.epoch != first.epoch
     await one.stop()
     await two.stop()
+
+
+async def test_a_forgotten_room_that_never_had_a_message_keeps_its_epoch() -> None:
+    backend = MemoryBackend(history_size=10)
+    await backend.start(Recorder())
+    await backend.subscribe("empty")
+    await backend.join("empty", ALICE)
+    before = await backend.snapshot("empty", None)
+    await backend.leave("empty", ALICE)
+    await backend.unsubscribe("empty")  # forgotten: nobody in it, nothing in it
+    after = await backend.snapshot("empty", 0, before.epoch)
+    assert (after.epoch, after.recovered, after.seq) == (before.epoch, True, 0)
+    await backend.stop()

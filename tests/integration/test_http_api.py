@@ -8,6 +8,7 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import Mint
 from tests.support.client import (
+    bearer,
     closed_with,
     drain_until_closed,
     join,
@@ -19,10 +20,6 @@ from tests.support.client import (
 from tests.support.server import ServerProcess
 
 Starter = Callable[..., ServerProcess]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_a_backend_publishes_into_a_room_a_member_has_open(

@@ -7,14 +7,18 @@ from collections.abc import Callable
 import httpx
 
 from tests.conftest import Mint, assert_healthy
-from tests.support.client import closed_with, join, open_room, recv_json, recv_type, send_json
+from tests.support.client import (
+    bearer,
+    closed_with,
+    join,
+    open_room,
+    recv_json,
+    recv_type,
+    send_json,
+)
 from tests.support.server import ServerProcess
 
 Starter = Callable[..., ServerProcess]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_a_repeated_id_answers_its_sender_alone_with_the_original(

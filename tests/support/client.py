@@ -53,6 +53,11 @@ async def open_room(
     )
 
 
+def bearer(token: str) -> dict[str, str]:
+    """The HTTP API's credential."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def recv_json(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
     raw = await asyncio.wait_for(ws.recv(), timeout)
     assert isinstance(raw, str), f"expected a text frame, got {raw!r}"

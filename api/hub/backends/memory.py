@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import itertools
 import secrets
 import time
 from collections import deque
@@ -60,10 +59,12 @@ class MemoryBackend:
         self._history_ttl_s = history_ttl_s
         self._dedup_s = dedup_s
         self._clock = clock
-        # A room's epoch: new per process start, and per room forgotten and made again
-        # (its seq restarts at 1 then).
+        # A room's epoch: new per process start, and after any room that had messages
+        # was forgotten (its seq restarts at 1 when it is made again). A room that never
+        # had one loses nothing when forgotten: made again, it keeps the same epoch,
+        # so its members resuming are not told of a loss that was none.
         self._epoch_prefix = secrets.token_hex(4)
-        self._epochs = itertools.count(1)
+        self._losses = 0
         self._rooms: dict[str, _Room] = {}
         self._subscribed: set[str] = set()
         self._sink: EventSink | None = None
@@ -72,7 +73,7 @@ class MemoryBackend:
     def _room(self, item_id: str) -> _Room:
         room = self._rooms.get(item_id)
         if room is None:
-            epoch = f"{self._epoch_prefix}-{next(self._epochs)}"
+            epoch = f"{self._epoch_prefix}-{self._losses}"
             room = _Room(epoch, history=deque(maxlen=self._history_size))
             self._rooms[item_id] = room
         room.active_at = self._clock()
@@ -87,8 +88,12 @@ class MemoryBackend:
             if room.active_at < horizon and not room.members and item_id not in self._subscribed
         ]
         for item_id in idle:
-            del self._rooms[item_id]
+            self._forget(item_id)
         return len(idle)
+
+    def _forget(self, item_id: str) -> None:
+        if self._rooms.pop(item_id).seq:
+            self._losses += 1
 
     async def _sweep_forever(self) -> None:
         # Without this, every room ever written to would keep its history for good.
@@ -109,7 +114,7 @@ class MemoryBackend:
             and not room.seen
             and item_id not in self._subscribed
         ):
-            del self._rooms[item_id]
+            self._forget(item_id)
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink

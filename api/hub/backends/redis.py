@@ -62,6 +62,7 @@ log = logging.getLogger("itemrooms.redis")
 SUBSCRIBE_TIMEOUT_S = 5.0
 LISTEN_POLL_S = 1.0
 RETRY_CAP_S = 2.0
+STOP_WAIT_S = 5.0
 POOL_SIZE = 32
 
 
@@ -128,6 +129,9 @@ class RedisBackend:
         self._sink: EventSink | None = None
         # False from a lost pub/sub connection until every repair after it is done.
         self._live = False
+        # Set by stop(): the loops end even if a driver turned their cancellation
+        # into an error they would otherwise retry.
+        self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._control: asyncio.Future[None] | None = None
         # Repairs left to do after a reconnect (retried until they succeed).
@@ -168,9 +172,13 @@ class RedisBackend:
         self._live = True
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            if pending:
+                log.warning("Redis backend: %d tasks did not stop", len(pending))
         await self._publishes.stop()
         self._sink = None
         with contextlib.suppress(*REDIS_ERRORS):
@@ -294,7 +302,7 @@ class RedisBackend:
         keep their order, repairs after a reconnect included.
         """
         delay = 0.05
-        while True:
+        while not self._stopping:
             try:
                 message = await self._pubsub.get_message(timeout=LISTEN_POLL_S)
                 if message is not None:
@@ -462,7 +470,7 @@ class RedisBackend:
 
     async def _heartbeats(self) -> None:
         interval = self._ttl_ms / 3000
-        while True:
+        while not self._stopping:
             await asyncio.sleep(interval)
             try:
                 await self.presence.heartbeat()
@@ -512,9 +520,7 @@ def _text(value: bytes | str) -> str:
 
 def _members(flat: list[bytes]) -> list[Sender]:
     """Members from a presence hash read by a script: [client_id, [user, node], ...]."""
-    return [
-        Sender(orjson.loads(flat[i + 1])[0], _text(flat[i])) for i in range(0, len(flat), 2)
-    ]
+    return [Sender(orjson.loads(flat[i + 1])[0], _text(flat[i])) for i in range(0, len(flat), 2)]
 
 
 def _entry_message(item_id: str, entry: list[Any], with_ref: bool = False) -> Message:
