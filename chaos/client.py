@@ -28,6 +28,16 @@ BACKOFF_START_S, BACKOFF_CAP_S = 0.1, 1.0
 FATAL_CODES = {1008}
 
 
+@dataclass
+class Span:
+    """One welcomed connection: who it was, where, and when it was open."""
+
+    client_id: str
+    process: int
+    opened: float
+    closed: float | None = None
+
+
 @dataclass(frozen=True)
 class Close:
     at: float
@@ -48,6 +58,8 @@ class Client:
         self.epoch: str | None = None
         self.closes: list[Close] = []
         self.members: dict[str, str] = {}  # this client's view: client_id -> user
+        self.spans: list[Span] = []
+        self.leaves: list[tuple[float, str]] = []  # (when, client_id) of leave events seen
         self._ws: ClientConnection | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -151,6 +163,8 @@ class Client:
         finally:
             self._ws = None
             self.client_id = None
+            if welcomed:
+                self.spans[-1].closed = time.monotonic()
             self.on_closed()
         self.closes.append(Close(time.monotonic(), self.process, self.connection, code, reason))
         if code in FATAL_CODES and not self._stopping:
@@ -159,6 +173,7 @@ class Client:
 
     def _welcome(self, frame: dict[str, Any]) -> None:
         self.client_id = frame["client_id"]
+        self.spans.append(Span(frame["client_id"], self.process, time.monotonic()))
         self.epoch = frame.get("epoch")
         self.members = {m["client_id"]: m["user"] for m in frame.get("members", [])}
         self.on_welcome(frame)
@@ -169,3 +184,4 @@ class Client:
             self.members[frame["client_id"]] = frame["user"]
         elif frame.get("event") == "leave":
             self.members.pop(frame["client_id"], None)
+            self.leaves.append((time.monotonic(), frame["client_id"]))

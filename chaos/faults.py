@@ -28,6 +28,7 @@ class Fault:
     loses_data: bool = False  # only then may a room's epoch change
     aof: bool = False  # Redis runs with AOF (appendfsync always) during this fault
     needs_netns: bool = False
+    stalls_victim: bool = False  # its victim's members are rightly reaped meanwhile
 
 
 async def kill9(ctx: PhaseContext) -> None:
@@ -162,12 +163,18 @@ FAULTS = {
             "redis-client-pause", "CLIENT PAUSE ALL past the command timeout", redis_client_pause
         ),
         Fault("redis-debug-sleep", "DEBUG SLEEP past the command timeout", redis_debug_sleep),
-        Fault("process-pause", "a process SIGSTOPped past the presence TTL", process_pause),
+        Fault(
+            "process-pause",
+            "a process SIGSTOPped past the presence TTL",
+            process_pause,
+            stalls_victim=True,
+        ),
         Fault(
             "partition",
             "a process cut off from Redis (veth down), its clients still on it",
             partition,
             needs_netns=True,
+            stalls_victim=True,
         ),
     )
 }

@@ -25,10 +25,15 @@ class HttpApi:
         await self._client.aclose()
 
     async def ready(self, base: str) -> bool:
+        return not await self.not_ready(base)
+
+    async def not_ready(self, base: str) -> str:
+        """Why ``/readyz`` is not 200 (its status and body, or the error), "" when it is."""
         try:
-            return (await self._client.get(base + "/readyz", timeout=2.0)).status_code == 200
-        except httpx.HTTPError:
-            return False
+            answer = await self._client.get(base + "/readyz", timeout=2.0)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__} {exc}".strip()
+        return "" if answer.status_code == 200 else f"{answer.status_code} {answer.text[:80]}"
 
     async def presence(self, base: str, item_id: str) -> set[str] | None:
         """The client_ids in the room, or None when the process cannot answer now."""

@@ -19,6 +19,7 @@ from chaos.http_publisher import HttpPublisher
 from chaos.ledger import Ledger
 from chaos.options import Options
 from chaos.polling import holds, wait_until
+from chaos.presence_rules import check_leaves
 from chaos.publisher import Publisher
 from chaos.reader import Reader, Seen
 from chaos.reader_rules import check_reader
@@ -86,6 +87,8 @@ async def run_phase(cluster: Cluster, options: Options, fault: Fault, number: in
         await asyncio.sleep(options.after_s)  # traffic after it
         history = await _settle(ctx, publishers, http, readers, recovery)
         counts = _check(ctx, fault, history, readers)
+        stalled = victim.index if fault.stalls_victim else None
+        counts.problems.extend(check_leaves(clients, started, stalled))
         result = PhaseResult(fault.name, counts, notes=ctx.notes)
         result.ready_s = recovery.ready_after(ctx.healed_at)
         result.presence_s = recovery.presence_after(ctx.healed_at)

@@ -68,9 +68,11 @@ class Recovery:
     async def _run(self) -> None:
         while True:
             started = time.monotonic()
-            states = await asyncio.gather(*(self.api.ready(p.http_url) for p in self.processes))
-            not_ready = [p.name for p, ok in zip(self.processes, states, strict=True) if not ok]
-            self.ready.sample(started, not not_ready, f"not ready: {', '.join(not_ready)}")
+            states = await asyncio.gather(*(self.api.not_ready(p.http_url) for p in self.processes))
+            not_ready = [
+                f"{p.name}: {why}" for p, why in zip(self.processes, states, strict=True) if why
+            ]
+            self.ready.sample(started, not not_ready, f"not ready: {'; '.join(not_ready)}")
             why = await self._presence_wrong()
             self.presence.sample(started, not why, why)
             await asyncio.sleep(max(0.0, SAMPLE_S - (time.monotonic() - started)))  # pace

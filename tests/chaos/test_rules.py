@@ -147,3 +147,17 @@ def test_a_reader_left_in_an_old_epoch_is_a_problem() -> None:
     history = History(E2, 1, [message(1, "n1")])
     problems = check_reader(reader(welcome(E1, 0), seen(E1, 1)), history)
     assert problems == ["r0: ended in epoch epoch-1, the room is in epoch epoch-2"]
+
+
+def test_a_leave_for_an_open_connection_is_flapping_unless_its_process_stalled() -> None:
+    from chaos.client import Span
+    from chaos.presence_rules import check_leaves
+
+    viewer, member = reader(), reader()
+    member.name = "r1"
+    member.spans.append(Span("c_1", process=1, opened=1.0))  # still open
+    viewer.leaves.append((5.0, "c_1"))
+    assert "presence flapping" in check_leaves([viewer, member], 0.0, stalled_process=None)[0]
+    assert check_leaves([viewer, member], 0.0, stalled_process=1) == []
+    member.spans[0].closed = 5.5  # closed as the leave came: not a flap
+    assert check_leaves([viewer, member], 0.0, stalled_process=None) == []
