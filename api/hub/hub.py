@@ -131,18 +131,16 @@ class Hub:
             if len(page) < REPLAY_PAGE or last >= snapshot.seq:
                 return
             try:
-                page = (
-                    await self.backend.history(
-                        item_id, snapshot.epoch, last, snapshot.seq, REPLAY_PAGE
-                    )
-                    or ()
+                more = await self.backend.history(
+                    item_id, snapshot.epoch, last, snapshot.seq, REPLAY_PAGE
                 )
             except BackendUnavailable:
                 self.evict(item_id, member, INTERNAL_ERROR)
                 return
-            if page is None:
+            if more is None:  # the room's sequence was lost meanwhile
                 self.evict(item_id, member, EPOCH_CHANGED)
                 return
+            page = more
             if not page or page[0].seq != last + 1:
                 # History moved past what this client has read: it resumes from its
                 # last seq and is told recovered: false, rather than miss messages.

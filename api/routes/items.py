@@ -142,9 +142,11 @@ async def publish(
     hub = hub_of(request)
     sender = Sender(claims.sub, HTTP_CLIENT_ID)
     try:
-        published = await hub.publish(
-            item_id, sender, compact_json(body.data), None, idempotency_key
-        )
+        data = compact_json(body.data)
+    except TypeError as exc:  # orjson: an integer beyond 64 bits, a lone surrogate
+        raise HTTPException(422, f"data cannot be encoded as JSON: {exc}") from exc
+    try:
+        published = await hub.publish(item_id, sender, data, None, idempotency_key)
     except BackendUnavailable as exc:
         hub.metrics.backend_errors.inc()
         raise unavailable() from exc

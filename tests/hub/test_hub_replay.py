@@ -5,8 +5,10 @@ reproductions 4, 5 and 6)."""
 import asyncio
 from typing import Any
 
+import pytest
+
 from api.close_codes import RATE_LIMITED
-from api.hub.backends.base import Event, Message, Sender
+from api.hub.backends.base import BackendUnavailable, Event, Message, Sender
 from api.hub.backends.memory import MemoryBackend
 from api.hub.hub import REPLAY_PAGE, Hub
 from api.hub.member import Member
@@ -157,4 +159,38 @@ async def test_a_replay_that_history_moved_past_closes_so_the_client_resumes() -
     assert seqs(socket) == list(range(1, REPLAY_PAGE + 1))
     await member.stop()
     await writer.stop()
+    await hub.stop()
+
+
+class LostBackend(MemoryBackend):
+    """History that, after the snapshot, is another epoch's or cannot be read."""
+
+    def __init__(self, failure: BaseException | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.failure = failure
+
+    async def history(
+        self, item_id: str, epoch: str, after: int, upto: int, limit: int
+    ) -> tuple[Message, ...] | None:
+        if self.failure is not None:
+            raise self.failure
+        return None
+
+
+@pytest.mark.parametrize(
+    ("failure", "close"),
+    [(None, (1012, "epoch_changed")), (BackendUnavailable("down"), (1011, "internal_error"))],
+)
+async def test_a_replay_whose_history_is_lost_midway_closes_with_the_reason(
+    failure: BaseException | None, close: tuple[int, str]
+) -> None:
+    hub, writer = await filled(LostBackend(failure, history_size=1000), REPLAY_PAGE * 2)
+    resumed = Client(hub, "resumed")
+    await hub.join("r", resumed.member, 0)
+    await resumed.socket.until(lambda _: resumed.socket.closed is not None)
+    assert resumed.socket.closed == close
+    # What it got is a prefix it can resume from: nothing after the cut.
+    assert seqs(resumed.socket) == list(range(1, REPLAY_PAGE + 1))
+    for client in (writer, resumed):
+        await client.stop()
     await hub.stop()
