@@ -9,6 +9,7 @@ directory: that is the evidence to read when a check fails.
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,11 +61,12 @@ class ServerProcess:
 
     async def start(self) -> None:
         self.starts += 1
-        with self.log.open("ab") as log:
-            log.write(f"--- start {self.starts} at {time.strftime('%H:%M:%S')}\n".encode())
-            self.process = subprocess.Popen(
-                self._command(), env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
+        with self.log.open("a") as log:
+            log.write(f"{_now()} --- start {self.starts}\n")
+        self.process = subprocess.Popen(
+            self._command(), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        threading.Thread(target=self._copy_output, args=(self.process,), daemon=True).start()
         if await wait_until(self._healthy, START_TIMEOUT_S, poll=0.1) is None:
             raise RuntimeError(f"{self.name} did not start; see {self.log}")
 
@@ -78,6 +80,15 @@ class ServerProcess:
                 return (await client.get(self.http_url + "/healthz")).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def _copy_output(self, process: "subprocess.Popen[bytes]") -> None:
+        """The server's output into its log, each line stamped with the wall clock (the
+        logs of several processes and the kit's report are read side by side)."""
+        assert process.stdout is not None
+        with self.log.open("a") as log:
+            for raw in process.stdout:
+                log.write(f"{_now()} {raw.decode(errors='replace')}")
+                log.flush()
 
     @property
     def running(self) -> bool:
@@ -118,3 +129,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
+
+
+def _now() -> str:
+    return time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
