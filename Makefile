@@ -28,13 +28,13 @@ browser:
 	}
 
 test: install browser
-	$(BIN)/ruff check api auth tests bench
+	$(BIN)/ruff check api auth tests bench chaos
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check api auth tests bench
-	$(BIN)/ruff format --check api auth tests bench
+	$(BIN)/ruff check api auth tests bench chaos
+	$(BIN)/ruff format --check api auth tests bench chaos
 	$(BIN)/mypy
 
 # Every benchmark scenario (about 20 minutes; see bench/README.md), the Redis one when
