@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install run test lint bench browser clean
+.PHONY: install run test lint bench browser clean chaos
 
 install: $(STAMP)
 
@@ -28,13 +28,13 @@ browser:
 	}
 
 test: install browser
-	$(BIN)/ruff check api auth tests bench
+	$(BIN)/ruff check api auth tests bench chaos
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check api auth tests bench
-	$(BIN)/ruff format --check api auth tests bench
+	$(BIN)/ruff check api auth tests bench chaos
+	$(BIN)/ruff format --check api auth tests bench chaos
 	$(BIN)/mypy
 
 # Every benchmark scenario (about 20 minutes; see bench/README.md), the Redis one when
@@ -46,6 +46,12 @@ bench: install
 	@if command -v redis-server >/dev/null; then \
 		$(BIN)/python -m bench.fanout --scenario redis; \
 	else echo "redis-server not found: the Redis scenario is skipped"; fi
+
+# The fault-injection kit's full run: every fault, three processes, network namespaces
+# when run as root (see chaos/README.md). make test runs its short run
+# (tests/chaos/test_short_run.py).
+chaos: install
+	$(BIN)/python -m chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

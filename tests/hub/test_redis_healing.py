@@ -166,3 +166,92 @@ async def test_a_leave_that_failed_is_done_later_without_a_reconnect(
 
     await until(alice_gone, "the failed leave was never done")
     assert BOB in (await node.snapshot("r", None)).members
+
+
+async def test_a_failed_heartbeat_is_repaired_even_if_a_late_copy_registered_the_node(
+    redis_nodes: RedisFactory, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition: the others reap this node; when the link is back, its heartbeat
+    sent before the cut arrives late and registers the node again, members gone."""
+    cut_off, _ = await redis_nodes(presence_ttl_s=1.0)
+    other, events = await redis_nodes(presence_ttl_s=1.0)
+    await other.subscribe("r")
+    await cut_off.join("r", ALICE)
+    await events.until(lambda evs: lapse_of(evs, ALICE) == ["join"])
+    script = cut_off.presence._scripts["HEARTBEAT"]
+
+    async def cut(**_: Any) -> None:
+        raise ConnectionError("partitioned")
+
+    monkeypatch.setitem(cut_off.presence._scripts, "HEARTBEAT", cut)
+    with pytest.raises(ConnectionError):
+        await cut_off.presence.heartbeat()
+    await other.presence.reap(cut_off.node_id, force=True)
+    await events.until(lambda evs: lapse_of(evs, ALICE) == ["join", "leave"])
+    client = aioredis.Redis.from_url(REDIS_URL)  # the late copy of the old heartbeat
+    await client.set(f"{redis_prefix}node:{cut_off.node_id}", b"1", px=1000)
+    await client.sadd(f"{redis_prefix}nodes", cut_off.node_id)  # type: ignore[misc]
+    await client.aclose()
+    monkeypatch.setitem(cut_off.presence._scripts, "HEARTBEAT", script)
+    await events.until(lambda evs: lapse_of(evs, ALICE) == ["join", "leave", "join"])
+
+
+@pytest.mark.parametrize("stall", ["failed", "late"])
+async def test_after_a_stall_no_live_process_is_reaped(
+    redis_nodes: RedisFactory,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    stall: str,
+) -> None:
+    """Heartbeat keys expire inside Redis while it stalls (DEBUG SLEEP, a slow
+    command): right after, every live process looks dead to the others. A process
+    whose own heartbeat failed or came late reaps nobody for a TTL, so the others
+    get the time to beat again. The heartbeats are driven by hand here (a long TTL
+    keeps the loops out of the way), so the race is not left to chance."""
+    member_node, _ = await redis_nodes(presence_ttl_s=30.0)
+    watcher, events = await redis_nodes(presence_ttl_s=30.0)
+    await watcher.subscribe("r")
+    await member_node.join("r", ALICE)
+    await events.until(lambda evs: lapse_of(evs, ALICE) == ["join"])
+    client = aioredis.Redis.from_url(REDIS_URL)
+    await client.delete(f"{redis_prefix}node:{member_node.node_id}")  # expired in the stall
+    await client.aclose()
+    if stall == "failed":
+        script = watcher.presence._scripts["HEARTBEAT"]
+
+        async def stalled(**_: Any) -> None:
+            raise TimeoutError("Timeout reading from Redis")
+
+        monkeypatch.setitem(watcher.presence._scripts, "HEARTBEAT", stalled)
+        with pytest.raises(TimeoutError):
+            await watcher.presence.heartbeat()
+        monkeypatch.setitem(watcher.presence._scripts, "HEARTBEAT", script)
+    else:
+        await watcher.presence.heartbeat()
+        monkeypatch.setattr(watcher.presence, "_beat_at", watcher.presence._beat_at - 25.0)
+    await watcher.presence.heartbeat()
+    await watcher.presence.reap_dead_nodes()
+    assert ALICE in (await watcher.snapshot("r", None)).members
+    await member_node.publish("r", ALICE, b'"marker"', None)
+    await events.until(lambda evs: any(isinstance(e, Message) for e in evs))
+    assert lapse_of(events.events, ALICE) == ["join"]
+
+
+async def test_a_subscribe_under_way_when_the_connection_dropped_does_not_block_readiness(
+    redis_nodes: RedisFactory,
+) -> None:
+    """Its first confirmation arrives after the reconnect: what it reads then is as
+    fresh as a check. (Once, a process stayed not ready for good after a Redis
+    restart: the room was left among those to be checked, and nothing checked it.)"""
+    node, _ = await redis_nodes()
+    subscribing = asyncio.ensure_future(node.subscribe("r"))
+    await asyncio.sleep(0)  # the subscribe has registered the room, not yet confirmed
+    # What the listener does on a lost connection, before redis-py subscribes again:
+    node._live, node._resubscribing, node._unsynced = False, True, set(node._rooms)
+    await node._on_subscribed(f"{node._prefix}control")  # redis-py subscribed again
+    await asyncio.wait_for(subscribing, WAIT_S)  # the room's own confirmation came through
+
+    async def ready() -> bool:
+        return await node.ready()
+
+    await until(ready, "the process never became ready again")

@@ -136,6 +136,8 @@ class RedisBackend:
         self._control: asyncio.Future[None] | None = None
         # Repairs left to do after a reconnect (retried until they succeed).
         self._reconnected = False
+        # Not yet (or, after a lost connection, not again) subscribed by redis-py.
+        self._resubscribing = True
         self._resync_rooms: set[str] = set()  # re-subscribed, to be checked
         self._unsynced: set[str] = set()  # subscribed when the connection dropped
 
@@ -307,7 +309,7 @@ class RedisBackend:
                 message = await self._pubsub.get_message(timeout=LISTEN_POLL_S)
                 if message is not None:
                     await self._handle(message)
-                if self._reconnected or self._resync_rooms:
+                if not self._live or self._reconnected or self._resync_rooms:
                     await self._repair()
                 delay = 0.05
             except asyncio.CancelledError:
@@ -315,7 +317,9 @@ class RedisBackend:
             except (*REDIS_ERRORS, BackendUnavailable) as exc:
                 if self._live:
                     log.warning("Redis connection lost (%s); retrying", exc)
-                    self._unsynced = set(self._rooms)
+                # Whatever was checked before this failure is to be checked again.
+                self._unsynced = set(self._rooms)
+                self._resubscribing = True
                 self._live = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_CAP_S)
@@ -339,6 +343,7 @@ class RedisBackend:
                 self._control.set_result(None)
             else:  # re-subscribed by redis-py after a reconnect
                 self._reconnected = True
+            self._resubscribing = False
             return
         item_id = channel[len(self._key("room", "")) :]
         room = self._rooms.get(item_id)
@@ -357,6 +362,9 @@ class RedisBackend:
         room.last_seq = int(seq)
         room.members = {m.client_id: m for m in _members(presence)}
         room.confirmed.set_result(None)
+        # Its subscribe was under way when the connection dropped: what it read now is
+        # as fresh as a check would make it (otherwise the process would never be ready).
+        self._unsynced.discard(item_id)
 
     async def _repair(self) -> None:
         """After a reconnect (Redis may have restarted empty): our heartbeat and
@@ -373,7 +381,7 @@ class RedisBackend:
                 await self._resync(item_id, room)
             self._resync_rooms.discard(item_id)
             self._unsynced.discard(item_id)
-        if not self._live and not self._reconnected and not self._unsynced:
+        if not (self._live or self._resubscribing or self._reconnected or self._unsynced):
             self._live = True
             log.info("Redis connection restored")
 

@@ -46,6 +46,7 @@ class NodePresence:
         self.dirty = False  # Redis' copy may differ from ``local``
         self._reconciling = asyncio.Lock()
         self._reap_after = 0.0  # loop time before which no other node is reaped
+        self._beat_at = 0.0  # loop time of the last heartbeat Redis answered
 
     # --- keys ---------------------------------------------------------------
 
@@ -93,17 +94,37 @@ class NodePresence:
     # --- heartbeat and repair -----------------------------------------------
 
     async def heartbeat(self) -> None:
-        """Refresh this node's heartbeat; notice when it had been reaped or lost."""
-        missing = await self._scripts["HEARTBEAT"](
-            keys=[self._node_key(self.node_id), self._nodes_key],
-            args=[self._ttl_ms, self.node_id],
-        )
-        if missing and self.local:
-            log.warning(
-                "this process's presence had lapsed (a stall past the presence TTL, or "
-                "Redis lost its data); registering its %d members again",
-                len(self.local),
+        """Refresh this node's heartbeat; notice when it may have lapsed.
+
+        A lapse shows three ways: Redis says the node was not registered (reaped, or
+        Redis lost its data); the heartbeat failed (a partition, a stall: and a late
+        copy of it may yet re-register the node once its members are gone, so its
+        answer cannot be trusted); or it came late (this process or Redis stalled). In
+        the last two cases the other nodes' heartbeats may have lapsed just the same,
+        so none is reaped for a TTL: they get the time to beat again."""
+        loop = asyncio.get_running_loop()
+        try:
+            missing = await self._scripts["HEARTBEAT"](
+                keys=[self._node_key(self.node_id), self._nodes_key],
+                args=[self._ttl_ms, self.node_id],
             )
+        except REDIS_ERRORS:
+            self.dirty = self.dirty or bool(self.local)
+            self.hold_reaping()
+            raise
+        now = loop.time()
+        # Beats come every third of the TTL: two thirds without one is a stall.
+        late = self._beat_at > 0 and now - self._beat_at > self._ttl_ms * 2 / 3000
+        self._beat_at = now
+        if late:
+            self.hold_reaping()
+        if (missing or late) and self.local:
+            if missing:
+                log.warning(
+                    "this process's presence had lapsed (a stall past the presence TTL, "
+                    "or Redis lost its data); registering its %d members again",
+                    len(self.local),
+                )
             self.dirty = True
 
     async def reconcile(self) -> None:
