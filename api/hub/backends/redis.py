@@ -306,25 +306,41 @@ class RedisBackend:
         delay = 0.05
         while not self._stopping:
             try:
-                message = await self._pubsub.get_message(timeout=LISTEN_POLL_S)
-                if message is not None:
-                    await self._handle(message)
-                if not self._live or self._reconnected or self._resync_rooms:
-                    await self._repair()
-                delay = 0.05
+                try:
+                    message = await self._pubsub.get_message(timeout=LISTEN_POLL_S)
+                except REDIS_ERRORS as exc:
+                    # The pub/sub connection itself: redis-py subscribes again as it
+                    # reconnects, and every room is checked once it has.
+                    self._lost(exc, resubscribe=True)
+                else:
+                    if message is not None:
+                        await self._handle(message)
+                    if not self._live or self._reconnected or self._resync_rooms:
+                        await self._repair()
+                    delay = 0.05
+                    continue
             except asyncio.CancelledError:
                 raise
             except (*REDIS_ERRORS, BackendUnavailable) as exc:
-                if self._live:
-                    log.warning("Redis connection lost (%s); retrying", exc)
-                # Whatever was checked before this failure is to be checked again.
-                self._unsynced = set(self._rooms)
-                self._resubscribing = True
-                self._live = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP_S)
+                # A command (a gap fill, a repair) while pub/sub stays up: nothing will be
+                # subscribed again, so every room is checked again from here.
+                self._lost(exc, resubscribe=False)
             except Exception:  # a bug must not stop delivery for every room
                 log.exception("Redis listener: failed to handle a message")
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_CAP_S)
+
+    def _lost(self, exc: BaseException, resubscribe: bool) -> None:
+        """Until every room is checked again: not ready, and publishes refused."""
+        if self._live:
+            log.warning("Redis connection lost (%s); retrying", exc)
+        self._live = False
+        self._unsynced = set(self._rooms)
+        if resubscribe:
+            self._resubscribing = True  # the re-subscriptions will ask for the checks
+        else:
+            self._resync_rooms |= self._unsynced
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
