@@ -221,6 +221,39 @@ def compact_json(value: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(value)))
 
 
+# What orjson (the WebSocket path's decoder) keeps as an integer; wider ones it decodes
+# as floats, and so does encode_data, so that both paths publish the same value.
+WIDEST_INTS = (-(2**63), 2**64 - 1)
+
+
+def encode_data(value: Any) -> bytes:
+    """A published value decoded elsewhere (the HTTP API's body) as the WebSocket path
+    would have it: integers beyond 64 bits as floats. ValueError for what JSON cannot
+    carry (a lone surrogate, an integer beyond any float)."""
+    try:
+        return compact_json(value)
+    except TypeError as exc:
+        if "Integer exceeds" not in str(exc):
+            raise ValueError(f"data cannot be encoded as JSON: {exc}") from None
+    try:
+        return compact_json(_wide_ints_as_floats(value))
+    except (TypeError, OverflowError) as exc:
+        raise ValueError(f"data cannot be encoded as JSON: {exc}") from None
+
+
+def _wide_ints_as_floats(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        low, high = WIDEST_INTS
+        return value if low <= value <= high else float(value)
+    if isinstance(value, list):
+        return [_wide_ints_as_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _wide_ints_as_floats(v) for k, v in value.items()}
+    return value
+
+
 def parse_client_frame(text: str, max_depth: int = 32) -> Publish | Ping | Refresh:
     """Decode one text frame, or raise FrameError saying what is wrong with it."""
     try:

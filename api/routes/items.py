@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from api.frames import ID_PATTERN, MemberModel, MessageFrame, compact_json, depth
+from api.frames import ID_PATTERN, MemberModel, MessageFrame, depth, encode_data
 from api.hub.backends.base import BackendUnavailable, Message, OutcomeUnknown, Sender
 from api.hub.hub import Hub
 from api.settings import Settings
@@ -87,6 +88,13 @@ def unavailable() -> HTTPException:
     return HTTPException(503, "backend unavailable; retry", headers={"Retry-After": "1"})
 
 
+def invalid_data(reason: str) -> RequestValidationError:
+    """A 422 in FastAPI's own shape, the one the OpenAPI document promises."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", "data"), "msg": reason, "input": None}]
+    )
+
+
 def outcome_unknown() -> HTTPException:
     return HTTPException(
         504,
@@ -138,13 +146,13 @@ async def publish(
 ) -> PublishResponse:
     settings: Settings = request.app.state.settings
     if depth(body.data, settings.max_json_depth) > settings.max_json_depth:
-        raise HTTPException(422, f"data nests deeper than {settings.max_json_depth} levels")
+        raise invalid_data(f"data nests deeper than {settings.max_json_depth} levels")
     hub = hub_of(request)
     sender = Sender(claims.sub, HTTP_CLIENT_ID)
     try:
-        data = compact_json(body.data)
-    except TypeError as exc:  # orjson: an integer beyond 64 bits, a lone surrogate
-        raise HTTPException(422, f"data cannot be encoded as JSON: {exc}") from exc
+        data = encode_data(body.data)
+    except ValueError as exc:
+        raise invalid_data(str(exc)) from exc
     try:
         published = await hub.publish(item_id, sender, data, None, idempotency_key)
     except BackendUnavailable as exc:

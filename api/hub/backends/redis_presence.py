@@ -153,19 +153,25 @@ class NodePresence:
             log.info("presence repaired: %d registered again, %d removed", len(missing), len(gone))
 
     async def _run(self, script: str, members: list[tuple[tuple[str, str], Sender]]) -> None:
-        sha = self._scripts[script].sha
+        """Run JOIN or LEAVE for ``members``, pipelined. Both are idempotent, so a chunk
+        Redis refused (NOSCRIPT after a restart, say) is simply run again once."""
         for start in range(0, len(members), RECONCILE_CHUNK):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for (item_id, client_id), member in members[start : start + RECONCILE_CHUNK]:
-                    args: list[Any] = [client_id, member.user]
-                    args += [self.node_id, item_id] if script == "JOIN" else [item_id]
-                    keys = self._room_keys(item_id)
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
-            if any(isinstance(r, Exception) for r in results):
-                # NOSCRIPT after a restart, say: load them and let the next round redo it.
+            chunk = members[start : start + RECONCILE_CHUNK]
+            if not await self._pipelined(script, chunk):
                 await self._redis.script_load(self._scripts[script].script)
-                raise BackendUnavailable(f"presence {script} failed; retried next heartbeat")
+                if not await self._pipelined(script, chunk):
+                    raise BackendUnavailable(f"presence {script} failed; retried next heartbeat")
+
+    async def _pipelined(self, script: str, chunk: list[tuple[tuple[str, str], Sender]]) -> bool:
+        sha = self._scripts[script].sha
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for (item_id, client_id), member in chunk:
+                args: list[Any] = [client_id, member.user]
+                args += [self.node_id, item_id] if script == "JOIN" else [item_id]
+                keys = self._room_keys(item_id)
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        return not any(isinstance(r, Exception) for r in results)
 
     # --- crashed processes --------------------------------------------------
 
