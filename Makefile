@@ -5,14 +5,27 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install run test lint bench browser clean chaos
+.PHONY: install run test lint bench browser clean chaos FORCE
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly what uv.lock holds (what CI tested), hashes checked; `--locked` refuses a lock
+# that no longer matches pyproject.toml (run `.venv/bin/uv lock` after changing it).
+# pip only bootstraps uv, at the version the lock pins (tests/packaging checks they agree).
+UV_VERSION := 0.13.9
+# The editable install is a tree of links to api/ and auth/ (see [tool.uv] in
+# pyproject.toml): a module added or removed there needs a reinstall, edits do not.
+MODULES := $(VENV)/.modules
+
+$(MODULES): FORCE
+	@mkdir -p $(VENV)
+	@find api auth -name '*.py' | sort > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+$(STAMP): pyproject.toml uv.lock $(MODULES)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --editable '.[dev,redis]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
+	$(BIN)/uv sync --quiet --locked --extra dev
 	touch $(STAMP)
 
 # Development mode: a generated secret (.itemrooms-dev-secret, git-ignored) and
@@ -41,7 +54,7 @@ lint: install
 # redis-server is installed. Never part of make test; tests/test_bench_smoke.py runs
 # their quick variants.
 bench: install
-	$(BIN)/python -m pip install --quiet --editable '.[dev,redis,bench]'
+	$(BIN)/uv sync --quiet --locked --extra dev --extra bench
 	$(BIN)/python -m bench
 	@if command -v redis-server >/dev/null; then \
 		$(BIN)/python -m bench.fanout --scenario redis; \

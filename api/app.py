@@ -8,18 +8,18 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from api.connection_limits import ConnectionLimits
-from api.dev_secret import warn_development
-from api.hub.backends import make_backend
-from api.hub.hub import Hub
-from api.log_redaction import install_redaction
-from api.metrics import Metrics
-from api.rejections import install_rejection_handlers
-from api.routes import demo, health, items, protocol_docs, rooms
-from api.routes.demo import STATIC_DIR
-from api.settings import Settings, get_settings
-from auth.jwks import JwksCache
-from auth.tokens import TokenVerifier
+from itemrooms.api.connection_limits import ConnectionLimits
+from itemrooms.api.dev_secret import warn_development
+from itemrooms.api.hub.backends import make_backend
+from itemrooms.api.hub.hub import Hub
+from itemrooms.api.log_redaction import install_redaction
+from itemrooms.api.metrics import Metrics
+from itemrooms.api.rejections import install_rejection_handlers
+from itemrooms.api.routes import demo, health, items, protocol_docs, rooms
+from itemrooms.api.routes.demo import STATIC_DIR
+from itemrooms.api.settings import Settings, get_settings
+from itemrooms.auth.jwks import JwksCache
+from itemrooms.auth.tokens import TokenVerifier
 
 
 def make_jwks(settings: Settings) -> JwksCache | None:

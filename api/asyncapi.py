@@ -12,10 +12,10 @@ from typing import Any, NamedTuple, get_args
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
-from api import close_codes
-from api.close_codes import POLICY_VIOLATION, Close, Reason
-from api.frames import ID_PATTERN, MAX_REF_LENGTH, ClientFrame, ServerFrame
-from auth.credentials import BEARER_SUBPROTOCOL_PREFIX, ITEM_ID_PATTERN, SUBPROTOCOL
+from itemrooms.api import close_codes
+from itemrooms.api.close_codes import POLICY_VIOLATION, Close, Reason
+from itemrooms.api.frames import ID_PATTERN, MAX_REF_LENGTH, ClientFrame, ServerFrame
+from itemrooms.auth.credentials import BEARER_SUBPROTOCOL_PREFIX, ITEM_ID_PATTERN, SUBPROTOCOL
 
 ASYNCAPI_VERSION = "3.0.0"
 CHANNEL = "room"

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from api.settings import Settings
+from itemrooms.api.settings import Settings
 
 DEMO_ITEM = "demo"
 
@@ -28,7 +28,7 @@ def settings_error(exc: ValidationError) -> str:
 
 
 def demo_links(settings: Settings, host: str, port: int) -> list[str]:
-    from auth.tokens import mint_token
+    from itemrooms.auth.tokens import mint_token
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     links = []
@@ -69,8 +69,12 @@ def redact_url(url: str) -> str:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.server import uvicorn_options
+    from itemrooms.api.server import uvicorn_options
 
+    try:  # uvicorn would import it only at startup, and print a traceback
+        import itemrooms.api.ws_protocol  # noqa: F401
+    except ImportError as exc:
+        return fail(str(exc))
     settings = Settings()
     if args.workers > 1 and settings.backend == "memory":
         return fail(
@@ -92,12 +96,12 @@ def serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     options = uvicorn_options(settings, args.host, args.port, args.workers)
-    uvicorn.run("api.app:create_app", **options)
+    uvicorn.run("itemrooms.api.app:create_app", **options)
     return 0
 
 
 def token(args: argparse.Namespace) -> int:
-    from auth.tokens import mint_token
+    from itemrooms.auth.tokens import mint_token
 
     settings = Settings()
     if "HS256" not in settings.jwt_algorithms:
@@ -117,7 +121,7 @@ def token(args: argparse.Namespace) -> int:
 
 
 def openapi(args: argparse.Namespace) -> int:
-    from api.specs import write_specs
+    from itemrooms.api.specs import write_specs
 
     for path in write_specs(Path(args.out)):
         print(f"wrote {path}")

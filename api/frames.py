@@ -14,7 +14,7 @@ import orjson
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from api.hub.backends.base import Message, Presence, Sender, Snapshot
+from itemrooms.api.hub.backends.base import Message, Presence, Sender, Snapshot
 
 MAX_REF_LENGTH = 128
 # A publish id (and an epoch): PROTOCOL.md v1.1's "1 to 64 characters of A-Z a-z 0-9 . _ : -".

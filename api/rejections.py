@@ -17,8 +17,8 @@ from fastapi import FastAPI, WebSocket, WebSocketException
 from fastapi.exceptions import WebSocketRequestValidationError
 from starlette.websockets import WebSocketState
 
-from api.close_codes import POLICY_VIOLATION, Reason
-from auth.credentials import accepted_subprotocol
+from itemrooms.api.close_codes import POLICY_VIOLATION, Reason
+from itemrooms.auth.credentials import accepted_subprotocol
 
 # Close reasons must fit in a control frame (125 bytes less the 2-byte code).
 MAX_REASON_BYTES = 123

@@ -17,15 +17,15 @@ from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
 
-from api.access_log import CONNECTIONS_LOGGER
-from api.settings import Settings
+from itemrooms.api.access_log import CONNECTIONS_LOGGER
+from itemrooms.api.settings import Settings
 
 
 def log_config(log_level: str = "info", access_log: bool = False) -> dict[str, Any]:
     """uvicorn's logging, plus our logger, with credentials redacted at every handler;
     per-connection lines only with ``access_log`` (api/access_log.py)."""
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"redact": {"()": "api.log_redaction.RedactSecrets"}}
+    config["filters"] = {"redact": {"()": "itemrooms.api.log_redaction.RedactSecrets"}}
     for handler in config["handlers"].values():
         handler["filters"] = ["redact"]
     config["loggers"]["itemrooms"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
@@ -45,7 +45,7 @@ def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) 
         "factory": True,
         "loop": "uvloop",
         "http": "httptools",
-        "ws": "api.ws_protocol:RoomsWebSocketProtocol",
+        "ws": "itemrooms.api.ws_protocol:RoomsWebSocketProtocol",
         "ws_per_message_deflate": False,
         "ws_max_size": settings.max_message_bytes,
         "ws_ping_interval": settings.ping_interval_s,

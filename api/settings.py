@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from api.dev_secret import load_or_create_dev_secret
+from itemrooms.api.dev_secret import load_or_create_dev_secret
 
 # Below this many bytes an HS256 secret can be brute-forced offline from one token.
 MIN_HS_SECRET_BYTES = 32

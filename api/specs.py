@@ -6,9 +6,9 @@ from typing import Any
 
 import yaml
 
-from api.app import create_app
-from api.asyncapi import build_asyncapi
-from api.settings import Settings
+from itemrooms.api.app import create_app
+from itemrooms.api.asyncapi import build_asyncapi
+from itemrooms.api.settings import Settings
 
 # Documents must not depend on the machine's settings: a fixed, dummy secret.
 _SPEC_SETTINGS = Settings(jwt_secret="x" * 32, env="production")

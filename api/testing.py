@@ -1,7 +1,8 @@
 """A pytest plugin for integration tests against a real itemrooms server.
 
-Enable it in a ``conftest.py`` (``pytest_plugins = ["api.testing"]``) or with
-``pytest -p api.testing``; it needs the ``dev`` extra (pytest, pytest-asyncio). Fixtures:
+Installing ``itemrooms[testing]`` (pytest, pytest-asyncio) registers it: its ``pytest11``
+entry point loads it into every pytest run of that environment, and ``-p
+no:itemrooms`` turns it off. Everything it adds is named ``itemrooms_*``. Fixtures:
 
 - ``itemrooms_server``: a real ``itemrooms serve`` subprocess on a free loopback port,
   with a generated HS256 secret. Shared by the whole session unless the test is marked
@@ -12,7 +13,7 @@ Enable it in a ``conftest.py`` (``pytest_plugins = ["api.testing"]``) or with
   (``ITEMROOMS_<NAME>`` environment variables); stopped when the test ends.
 - ``itemrooms_token(sub="alice", scope=..., items=..., ttl=...)``: a JWT for a server.
 - ``itemrooms_client(item_id, sub="alice", **claims)``: ``async with`` it to join a room
-  as an :class:`api.client.Room`.
+  as an :class:`itemrooms.api.client.Room`.
 
 Why a subprocess and not the app in-process: the server under test is the command you
 deploy (uvicorn, its WebSocket implementation, signal handling, close frames), and the
@@ -43,8 +44,8 @@ from typing import Any
 
 import pytest
 
-from api.client import Room, TokenSource, connect
-from auth.tokens import mint_token
+from itemrooms.api.client import Room, TokenSource, connect
+from itemrooms.auth.tokens import mint_token
 
 __all__ = [
     "ItemroomsServer",
@@ -185,7 +186,7 @@ class ItemroomsServer:
 
     def _spawn(self) -> None:
         self._lines.clear()
-        command = [sys.executable, "-m", "api.cli", "serve", "--host", self.host]
+        command = [sys.executable, "-m", "itemrooms.api.cli", "serve", "--host", self.host]
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port)],
             env=self.env,
@@ -325,7 +326,7 @@ def itemrooms_client(itemrooms_server: ItemroomsServer) -> ClientFactory:
     Keyword arguments are token claims (``scope``, ``items``, ``ttl``, ``name``, others),
     except ``token`` (a token or token source to use instead of minting one), ``since``,
     ``auto_refresh``, ``server`` (another server than ``itemrooms_server``) and
-    ``connect_options`` (more keyword arguments for :func:`api.client.connect`).
+    ``connect_options`` (more keyword arguments for :func:`itemrooms.api.client.connect`).
     """
 
     @asynccontextmanager

@@ -1,7 +1,8 @@
 """uvicorn's ``websockets-sansio`` WebSocket implementation, with what it lacks for a
 service facing the open internet.
 
-uvicorn (0.35 to 0.5x) leaves three gaps that a client can see on the wire:
+uvicorn (0.54, the only minor release this subclass is tested with, checked at import)
+leaves three gaps that a client can see on the wire:
 - a handshake the websockets parser refuses (a request line over 8 KiB, more than
   128 headers, garbage) is never answered: the connection just hangs open;
 - a handshake that never completes holds a connection forever;
@@ -22,17 +23,80 @@ import asyncio
 import logging
 from typing import Any
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+import uvicorn
 from websockets.frames import CloseCode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from api.access_log import CONNECTIONS_LOGGER
-from api.close_codes import GOING_AWAY, MESSAGE_TOO_BIG
-from api.hub.member import DIRECT_SOCKET
-from api.ws_primitives import Flag, ReceiveQueue
+from itemrooms.api.access_log import CONNECTIONS_LOGGER
+from itemrooms.api.close_codes import GOING_AWAY, MESSAGE_TOO_BIG
+from itemrooms.api.hub.member import DIRECT_SOCKET
+from itemrooms.api.ws_primitives import Flag, ReceiveQueue
 
 HANDSHAKE_TIMEOUT_S = 10.0
+# What pyproject.toml declares (tests/packaging/test_declared_ranges.py keeps them equal).
+UVICORN_RANGE = ">=0.54.0,<0.55"
+# The parts of uvicorn's implementation this subclass relies on: methods it overrides or
+# calls, and attributes it reads or sets (uvicorn 0.50 had no close_timeout: a kick
+# then failed with an AttributeError deep in the hub's fan-out).
+NEEDED_METHODS = (
+    "__init__",
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "handle_connect",
+    "send",
+    "shutdown",
+    "stop_keepalive",
+)
+NEEDED_ATTRIBUTES = (
+    "conn",
+    "config",
+    "loop",
+    "transport",
+    "scope",
+    "queue",
+    "writable",
+    "handshake_initiated",
+    "handshake_complete",
+    "close_sent",
+    "close_timeout",
+    "close_timer",
+    "read_paused",
+    "initial_response",
+    "request",
+    "response",
+)
+
+
+def missing_internals(protocol: type) -> list[str]:
+    """What ``protocol`` lacks of NEEDED_*; attributes count when its code assigns or
+    reads them (they exist only on instances, made per connection)."""
+    names: set[str] = set()
+    for klass in protocol.__mro__:
+        for value in vars(klass).values():
+            code = getattr(value, "__code__", None)
+            if code is not None:
+                names.update(code.co_names)
+    missing = [name for name in NEEDED_METHODS if not callable(getattr(protocol, name, None))]
+    return missing + [name for name in NEEDED_ATTRIBUTES if name not in names]
+
+
+def unsupported_uvicorn(detail: str) -> ImportError:
+    return ImportError(
+        f"itemrooms needs uvicorn{UVICORN_RANGE} (installed: {uvicorn.__version__}): "
+        f"{detail}; install a supported uvicorn, e.g. pip install 'uvicorn{UVICORN_RANGE}'"
+    )
+
+
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError as exc:
+    raise unsupported_uvicorn(f"it has no websockets-sansio implementation ({exc})") from None
+if _missing := missing_internals(WebSocketsSansIOProtocol):
+    raise unsupported_uvicorn(
+        "its websockets-sansio implementation lacks " + ", ".join(_missing)
+    ) from None
 
 
 class RoomsServerConnection(ServerProtocol):

@@ -17,10 +17,10 @@ from typing import Annotated, NoReturn
 
 from fastapi import Depends, Path, WebSocket, WebSocketException
 
-from api.close_codes import POLICY_VIOLATION, Reason
-from auth.origins import origin_allowed
-from auth.permissions import can_join
-from auth.tokens import Claims, TokenError, TokenVerifier
+from itemrooms.api.close_codes import POLICY_VIOLATION, Reason
+from itemrooms.auth.origins import origin_allowed
+from itemrooms.auth.permissions import can_join
+from itemrooms.auth.tokens import Claims, TokenError, TokenVerifier
 
 SUBPROTOCOL = "itemrooms.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."

@@ -11,9 +11,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
-from auth.credentials import ItemId
-from auth.permissions import item_allowed
-from auth.tokens import Claims, TokenError, TokenVerifier
+from itemrooms.auth.credentials import ItemId
+from itemrooms.auth.permissions import item_allowed
+from itemrooms.auth.tokens import Claims, TokenError, TokenVerifier
 
 
 def challenge(error: str, description: str) -> HTTPException:

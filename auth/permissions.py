@@ -2,7 +2,7 @@
 
 from fnmatch import fnmatchcase
 
-from auth.tokens import Claims
+from itemrooms.auth.tokens import Claims
 
 READ = "items:read"
 WRITE = "items:write"

@@ -21,8 +21,8 @@ from jose.backends.base import Key
 from jose.exceptions import ExpiredSignatureError, JOSEError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from api.close_codes import Reason
-from auth.jwks import Jwk, JwksCache
+from itemrooms.api.close_codes import Reason
+from itemrooms.auth.jwks import Jwk, JwksCache
 
 log = logging.getLogger("itemrooms.auth")
 

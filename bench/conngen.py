@@ -33,8 +33,8 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from auth.tokens import mint_token
 from bench.system import raise_nofile_limit
+from itemrooms.auth.tokens import mint_token
 
 SECRET_ENV = "BENCH_JWT_SECRET"
 TIMEOUT_S = 30.0

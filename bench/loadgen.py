@@ -62,8 +62,8 @@ from typing import Any
 import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from auth.tokens import mint_token
 from bench.system import raise_nofile_limit
+from itemrooms.auth.tokens import mint_token
 
 SECRET_ENV = "BENCH_JWT_SECRET"
 MESSAGE = b'{"type":"message"'

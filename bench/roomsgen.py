@@ -44,9 +44,9 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from auth.tokens import mint_token
 from bench.samples import percentiles
 from bench.system import raise_nofile_limit
+from itemrooms.auth.tokens import mint_token
 
 SECRET_ENV = "BENCH_JWT_SECRET"
 MESSAGE = b'{"type":"message"'

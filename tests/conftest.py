@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 import redis
 
-from auth.tokens import mint_token
+from itemrooms.auth.tokens import mint_token
 from tests.support.client import join, recv_type, send_json
 from tests.support.server import ServerProcess
+
+# A user's project, installed and tested in a venv of its own by tests/packaging.
+collect_ignore = ["packaging/shop"]
 
 SECRET = secrets.token_urlsafe(48)
 HISTORY_SIZE = 20

@@ -14,9 +14,9 @@ import yaml
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from api.asyncapi import ERROR_CODES, frame_models, frame_type
-from api.close_codes import Reason
-from api.frames import (
+from itemrooms.api.asyncapi import ERROR_CODES, frame_models, frame_type
+from itemrooms.api.close_codes import Reason
+from itemrooms.api.frames import (
     PONG,
     ClientFrame,
     ErrorCode,
@@ -28,9 +28,9 @@ from api.frames import (
     error_frame,
     with_ref,
 )
-from api.hub.backends.base import Message, Presence, Sender, Snapshot
-from api.specs import asyncapi_document, render_asyncapi
-from auth.credentials import ITEM_ID_PATTERN
+from itemrooms.api.hub.backends.base import Message, Presence, Sender, Snapshot
+from itemrooms.api.specs import asyncapi_document, render_asyncapi
+from itemrooms.auth.credentials import ITEM_ID_PATTERN
 
 ROOT = Path(__file__).resolve().parent.parent
 ASYNCAPI = ROOT / "openapi" / "asyncapi.yaml"

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from api.specs import (
+from itemrooms.api.specs import (
     asyncapi_document,
     openapi_document,
     render,

@@ -63,7 +63,7 @@ is set in one place. The first three modules are plain helpers under the chain:
 ``room.py``            :class:`Room` (the public API) and :func:`connect`
 =====================  ================================================================
 
-Import everything public from here (``from api.client import connect, Room, ...``);
+Import everything public from here (``from itemrooms.api.client import connect, Room, ...``);
 underscored names are private to the package.
 """
 

@@ -3,7 +3,7 @@
 layer) and the iteration, and :func:`connect`, which joins a room, yields it and leaves it.
 
 The machinery under the API (the connections, the reader, publishes until settled) is in
-Room's base classes; :mod:`api.client` lists them.
+Room's base classes; :mod:`itemrooms.api.client` lists them.
 """
 
 from __future__ import annotations

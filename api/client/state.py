@@ -1,4 +1,4 @@
-"""What a room knows: the state that every layer of :class:`~api.client.Room` reads and
+"""What a room knows: the state that every layer of :class:`~itemrooms.api.client.Room` reads and
 writes, and the small helpers they share (send a frame, await an answer with a timeout that
 says why, queue a frame for iteration with backpressure).
 
@@ -51,7 +51,7 @@ class _Resumed:
 
 class _RoomState:
     """A room's state, and the helpers every layer uses. Subclassed by the layers of
-    :class:`~api.client.Room` (see :mod:`api.client`), never used alone."""
+    :class:`~itemrooms.api.client.Room` (see :mod:`itemrooms.api.client`), never used alone."""
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.close_codes import (
+from itemrooms.api.close_codes import (
     EPOCH_CHANGED,
     FORBIDDEN,
     INTERNAL_ERROR,
@@ -33,8 +33,8 @@ from api.close_codes import (
     SLOW_CONSUMER,
     Close,
 )
-from api.frames import encode_message, encode_presence, encode_welcome, with_ref
-from api.hub.backends.base import (
+from itemrooms.api.frames import encode_message, encode_presence, encode_welcome, with_ref
+from itemrooms.api.hub.backends.base import (
     Backend,
     BackendUnavailable,
     Control,
@@ -47,10 +47,10 @@ from api.hub.backends.base import (
     Sender,
     Snapshot,
 )
-from api.hub.flush import FlushBatch
-from api.hub.member import Member
-from api.hub.outgoing import Outgoing
-from api.metrics import Metrics
+from itemrooms.api.hub.flush import FlushBatch
+from itemrooms.api.hub.member import Member
+from itemrooms.api.hub.outgoing import Outgoing
+from itemrooms.api.metrics import Metrics
 
 log = logging.getLogger("itemrooms.hub")
 

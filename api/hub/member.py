@@ -27,11 +27,11 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
-from api.close_codes import Close
-from api.hub.backends.base import Sender
-from api.hub.flush import FlushBatch
-from api.hub.outgoing import Outgoing
-from auth.tokens import Claims
+from itemrooms.api.close_codes import Close
+from itemrooms.api.hub.backends.base import Sender
+from itemrooms.api.hub.flush import FlushBatch
+from itemrooms.api.hub.outgoing import Outgoing
+from itemrooms.auth.tokens import Claims
 
 log = logging.getLogger("itemrooms.hub")
 

@@ -14,7 +14,7 @@ import time
 
 from fastapi import WebSocket
 
-from api.close_codes import (
+from itemrooms.api.close_codes import (
     FORBIDDEN,
     INTERNAL_ERROR,
     RATE_LIMITED,
@@ -23,8 +23,8 @@ from api.close_codes import (
     TOO_MANY_CONNECTIONS,
     Close,
 )
-from api.connection_limits import ConnectionLimits
-from api.frames import (
+from itemrooms.api.connection_limits import ConnectionLimits
+from itemrooms.api.frames import (
     PONG,
     FrameError,
     Ping,
@@ -35,15 +35,15 @@ from api.frames import (
     error_frame,
     parse_client_frame,
 )
-from api.hub.backends.base import BackendUnavailable, OutcomeUnknown, Sender
-from api.hub.hub import Hub
-from api.hub.member import DIRECT_SOCKET, Member
-from api.hub.outgoing import Outgoing
-from api.rate_limit import TokenBucket
-from api.settings import Settings
-from auth.credentials import accepted_subprotocol
-from auth.permissions import can_join, can_publish
-from auth.tokens import Claims, TokenError, TokenVerifier
+from itemrooms.api.hub.backends.base import BackendUnavailable, OutcomeUnknown, Sender
+from itemrooms.api.hub.hub import Hub
+from itemrooms.api.hub.member import DIRECT_SOCKET, Member
+from itemrooms.api.hub.outgoing import Outgoing
+from itemrooms.api.rate_limit import TokenBucket
+from itemrooms.api.settings import Settings
+from itemrooms.auth.credentials import accepted_subprotocol
+from itemrooms.auth.permissions import can_join, can_publish
+from itemrooms.auth.tokens import Claims, TokenError, TokenVerifier
 
 log = logging.getLogger("itemrooms.rooms")
 

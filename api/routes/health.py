@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.hub.hub import Hub
+from itemrooms.api.hub.hub import Hub
 
 router = APIRouter(tags=["operations"])
 

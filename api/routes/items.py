@@ -12,12 +12,12 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Requ
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from api.frames import ID_PATTERN, MemberModel, MessageFrame, depth, encode_data
-from api.hub.backends.base import BackendUnavailable, Message, OutcomeUnknown, Sender
-from api.hub.hub import Hub
-from api.settings import Settings
-from auth.credentials import ItemId
-from auth.http_credentials import Admin, Reader, Writer
+from itemrooms.api.frames import ID_PATTERN, MemberModel, MessageFrame, depth, encode_data
+from itemrooms.api.hub.backends.base import BackendUnavailable, Message, OutcomeUnknown, Sender
+from itemrooms.api.hub.hub import Hub
+from itemrooms.api.settings import Settings
+from itemrooms.auth.credentials import ItemId
+from itemrooms.auth.http_credentials import Admin, Reader, Writer
 
 router = APIRouter(prefix="/items/{item_id}", tags=["items"])
 

@@ -10,7 +10,7 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from api.asyncapi import build_asyncapi
+from itemrooms.api.asyncapi import build_asyncapi
 
 router = APIRouter(include_in_schema=False)
 

@@ -12,10 +12,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket
 
-from api.close_codes import Reason
-from api.frames import ID_PATTERN
-from api.routes.connection import Connection
-from auth.credentials import RoomClaims, reject
+from itemrooms.api.close_codes import Reason
+from itemrooms.api.frames import ID_PATTERN
+from itemrooms.api.routes.connection import Connection
+from itemrooms.auth.credentials import RoomClaims, reject
 
 router = APIRouter()
 

@@ -122,8 +122,8 @@ def create_app(secret: str) -> FastAPI:
 
 def uvicorn_options(host: str, port: int, secret: str) -> dict[str, Any]:
     """itemrooms' own uvicorn options (api/server.py), minus its app factory flag."""
-    from api.server import uvicorn_options as itemrooms_options
-    from api.settings import Settings
+    from itemrooms.api.server import uvicorn_options as itemrooms_options
+    from itemrooms.api.settings import Settings
 
     settings = Settings(jwt_secret=secret, env="production")
     options = itemrooms_options(settings, host, port, workers=1)

@@ -1,2 +1,2 @@
-# Enables the itemrooms fixtures (pip install 'itemrooms[dev]').
-pytest_plugins = ["api.testing"]
+# Nothing to enable: installing itemrooms[testing] registers the itemrooms fixtures
+# (a pytest11 entry point). This file only shows where a project's own fixtures go.

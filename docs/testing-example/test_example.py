@@ -2,7 +2,7 @@
 
 import pytest
 
-from api.client import RoomClosed
+from itemrooms.api.client import RoomClosed
 
 pytestmark = pytest.mark.asyncio  # or asyncio_mode = "auto" in your pytest settings
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from auth.tokens import TokenVerifier
+from itemrooms.auth.tokens import TokenVerifier
 from tests.conftest import SECRET
 
 ITEMROOMS = str(Path(sys.executable).with_name("itemrooms"))

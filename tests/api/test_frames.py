@@ -5,7 +5,7 @@ import orjson
 import pytest
 from pydantic import TypeAdapter
 
-from api.frames import (
+from itemrooms.api.frames import (
     PONG,
     ClientFrame,
     FrameError,
@@ -21,7 +21,7 @@ from api.frames import (
     parse_client_frame,
     with_ref,
 )
-from api.hub.backends.base import Message, Presence, Sender, Snapshot
+from itemrooms.api.hub.backends.base import Message, Presence, Sender, Snapshot
 
 SERVER = TypeAdapter(ServerFrame)
 CLIENT = TypeAdapter(ClientFrame)

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.frames import FrameError, Ping, Publish, Refresh, parse_client_frame
+from itemrooms.api.frames import FrameError, Ping, Publish, Refresh, parse_client_frame
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

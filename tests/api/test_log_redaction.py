@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import pytest
 
-from api.log_redaction import RedactSecrets, redact
+from itemrooms.api.log_redaction import RedactSecrets, redact
 from tests.conftest import Mint
 from tests.support.client import closed_with, join, open_room
 from tests.support.server import ServerProcess

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from api.settings import Settings
+from itemrooms.api.settings import Settings
 
 GOOD = "g" * 32
 
@@ -87,7 +87,7 @@ def test_public_key_algorithms_need_a_key_source() -> None:
 @pytest.mark.parametrize("on", [False, True])
 def test_fastapi_opentelemetry_follows_the_setting(on: bool) -> None:
     """Off by default: FastAPI would otherwise look for providers on every handshake."""
-    from api.app import create_app
+    from itemrooms.api.app import create_app
 
     app = create_app(Settings(jwt_secret=GOOD, opentelemetry=on))
     config = app._telemetry  # FastAPI keeps what it was given here

@@ -3,7 +3,7 @@
 import asyncio
 import sys
 
-from api.ws_primitives import Flag, ReceiveQueue
+from itemrooms.api.ws_primitives import Flag, ReceiveQueue
 
 
 async def test_the_queue_is_fifo_and_a_reader_waits_for_a_put() -> None:

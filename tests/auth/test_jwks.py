@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 
-from auth.jwks import Jwk, JwksCache
-from auth.tokens import TokenInvalid, TokenVerifier
+from itemrooms.auth.jwks import Jwk, JwksCache
+from itemrooms.auth.tokens import TokenInvalid, TokenVerifier
 from tests.auth.test_tokens import base, pem_pair
 
 

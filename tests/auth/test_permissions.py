@@ -2,8 +2,8 @@ import time
 
 import pytest
 
-from auth.permissions import can_administer, can_join, can_publish
-from auth.tokens import Claims
+from itemrooms.auth.permissions import can_administer, can_join, can_publish
+from itemrooms.auth.tokens import Claims
 
 
 def claims(scope: str, items: list[str] | None = None) -> Claims:

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwt
 
-from auth.tokens import Claims, TokenExpired, TokenInvalid, TokenVerifier, mint_token
+from itemrooms.auth.tokens import Claims, TokenExpired, TokenInvalid, TokenVerifier, mint_token
 
 SECRET = "s" * 40
 

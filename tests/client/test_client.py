@@ -1,12 +1,19 @@
-"""api.client against a real server, through the api.testing fixtures."""
+"""itemrooms.api.client against a real server, through the itemrooms.api.testing fixtures."""
 
 import asyncio
 import time
 
 import pytest
 
-from api.client import PublishRefused, RefreshRefused, Room, RoomClosed, connect, token_expiry
-from api.testing import ClientFactory, ItemroomsServer, ServerFactory, TokenFactory
+from itemrooms.api.client import (
+    PublishRefused,
+    RefreshRefused,
+    Room,
+    RoomClosed,
+    connect,
+    token_expiry,
+)
+from itemrooms.api.testing import ClientFactory, ItemroomsServer, ServerFactory, TokenFactory
 
 WAIT = 5.0
 

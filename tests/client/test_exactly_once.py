@@ -1,4 +1,4 @@
-"""api.client with ``reconnect=True`` against real servers, under real faults: an
+"""itemrooms.api.client with ``reconnect=True`` against real servers, under real faults: an
 acknowledgement lost in a disconnect, a server restart, a Redis that comes back empty
 (a new epoch). Each message once, in order; each publish settled once."""
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from api.client import Room, connect
+from itemrooms.api.client import Room, connect
 from tests.client.cut_proxy import CutProxy
 from tests.conftest import Mint
 from tests.support.client import join, recv_type, send_json

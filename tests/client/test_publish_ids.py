@@ -1,4 +1,4 @@
-"""api.client's publishes against a scripted server: an id on every publish, and every
+"""itemrooms.api.client's publishes against a scripted server: an id on every publish, and every
 publish ending with the message or a definite error (``outcome_unknown`` retried with
 the same id, a ``duplicate`` copy settling it and never delivered as a new message)."""
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from api.client import PublishRefused, connect
+from itemrooms.api.client import PublishRefused, connect
 from tests.client.fake_server import WAIT, FakeConnection, FakeServer, message_frame
 
 ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

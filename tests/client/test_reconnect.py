@@ -1,4 +1,4 @@
-"""api.client's ``reconnect=True`` against a scripted server: it resumes with since and
+"""itemrooms.api.client's ``reconnect=True`` against a scripted server: it resumes with since and
 epoch, settles what a lost connection left unanswered exactly once (from the replay, or
 by sending the same id again), surfaces a new epoch as ``recovered: false``, and stops
 for good on a close no retry can fix."""
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api.client import PublishRefused, Room, RoomClosed, connect
+from itemrooms.api.client import PublishRefused, Room, RoomClosed, connect
 from tests.client.fake_server import WAIT, FakeServer, message_frame, welcome_frame
 
 # A backoff far longer than any wait here: a test that passes did not wait for one.

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from api.hub.backends.base import Backend, Event
-from api.hub.backends.memory import MemoryBackend
-from api.hub.backends.redis import RedisBackend
+from itemrooms.api.hub.backends.base import Backend, Event
+from itemrooms.api.hub.backends.memory import MemoryBackend
+from itemrooms.api.hub.backends.redis import RedisBackend
 
 HISTORY = 10
 REDIS_URL = "redis://127.0.0.1:6379/0"

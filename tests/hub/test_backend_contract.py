@@ -6,7 +6,7 @@ back through pub/sub), so tests wait for them, bounded, instead of reading at on
 
 import asyncio
 
-from api.hub.backends.base import Backend, Message, Presence, Relay, Sender
+from itemrooms.api.hub.backends.base import Backend, Message, Presence, Relay, Sender
 from tests.hub.conftest import HISTORY, Recorder
 
 ALICE = Sender("alice", "c_a")

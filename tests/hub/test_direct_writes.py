@@ -9,12 +9,12 @@ from typing import Any
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.close_codes import SLOW_CONSUMER
-from api.hub.backends.base import Sender
-from api.hub.backends.memory import MemoryBackend
-from api.hub.hub import Hub
-from api.hub.member import Member
-from auth.tokens import Claims
+from itemrooms.api.close_codes import SLOW_CONSUMER
+from itemrooms.api.hub.backends.base import Sender
+from itemrooms.api.hub.backends.memory import MemoryBackend
+from itemrooms.api.hub.hub import Hub
+from itemrooms.api.hub.member import Member
+from itemrooms.auth.tokens import Claims
 
 
 class FakeTransport:

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from api.close_codes import SLOW_CONSUMER
-from api.hub import hub as hub_module
-from api.hub.backends.base import BackendUnavailable, Published, Sender, Snapshot
-from api.hub.backends.memory import MemoryBackend
-from api.hub.hub import Hub
-from api.hub.member import BURST_CAP_FACTOR, Member
-from auth.tokens import Claims
+from itemrooms.api.close_codes import SLOW_CONSUMER
+from itemrooms.api.hub import hub as hub_module
+from itemrooms.api.hub.backends.base import BackendUnavailable, Published, Sender, Snapshot
+from itemrooms.api.hub.backends.memory import MemoryBackend
+from itemrooms.api.hub.hub import Hub
+from itemrooms.api.hub.member import BURST_CAP_FACTOR, Member
+from itemrooms.auth.tokens import Claims
 
 
 class YieldingBackend(MemoryBackend):

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from api.close_codes import RATE_LIMITED
-from api.hub.backends.base import BackendUnavailable, Event, Message, Sender
-from api.hub.backends.memory import MemoryBackend
-from api.hub.hub import REPLAY_PAGE, Hub
-from api.hub.member import Member
-from auth.tokens import Claims
+from itemrooms.api.close_codes import RATE_LIMITED
+from itemrooms.api.hub.backends.base import BackendUnavailable, Event, Message, Sender
+from itemrooms.api.hub.backends.memory import MemoryBackend
+from itemrooms.api.hub.hub import REPLAY_PAGE, Hub
+from itemrooms.api.hub.member import Member
+from itemrooms.auth.tokens import Claims
 from tests.hub.test_hub import Client, FakeSocket
 
 CLAIMS = Claims(sub="r", exp=2**40, scope=frozenset({"items:read", "items:write"}))

@@ -1,8 +1,8 @@
 """What only the memory backend does: forgetting idle rooms and old publish ids (Redis
 expires keys), and its epochs."""
 
-from api.hub.backends.base import Sender
-from api.hub.backends.memory import MemoryBackend
+from itemrooms.api.hub.backends.base import Sender
+from itemrooms.api.hub.backends.memory import MemoryBackend
 from tests.hub.conftest import Recorder
 
 ALICE = Sender("alice", "c_a")

@@ -4,7 +4,7 @@ import pytest
 from websockets.frames import Frame
 from websockets.streams import StreamReader
 
-from api.hub.outgoing import Outgoing
+from itemrooms.api.hub.outgoing import Outgoing
 
 
 def parse(wire: bytes) -> Frame:

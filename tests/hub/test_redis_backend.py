@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from api.hub.backends.base import Sender
-from api.hub.backends.redis import RedisBackend
-from api.hub.backends.redis_publish import PublishPipeline
+from itemrooms.api.hub.backends.base import Sender
+from itemrooms.api.hub.backends.redis import RedisBackend
+from itemrooms.api.hub.backends.redis_publish import PublishPipeline
 from tests.hub.conftest import HISTORY, REDIS_URL, RedisFactory
 
 ALICE = Sender("alice", "c_a")
@@ -27,7 +27,7 @@ async def test_a_room_forgets_its_history_after_the_ttl_without_messages(
 
 
 async def test_start_fails_clearly_when_redis_is_unreachable() -> None:
-    from api.hub.backends.base import BackendUnavailable
+    from itemrooms.api.hub.backends.base import BackendUnavailable
     from tests.hub.conftest import Recorder
 
     backend = RedisBackend("redis://127.0.0.1:1/0")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from api.hub.backends.base import (
+from itemrooms.api.hub.backends.base import (
     BackendUnavailable,
     EpochChange,
     Event,
@@ -19,7 +19,7 @@ from api.hub.backends.base import (
     Presence,
     Sender,
 )
-from api.hub.backends.redis import RedisBackend
+from itemrooms.api.hub.backends.redis import RedisBackend
 from tests.hub.conftest import REDIS_URL, WAIT_S, Recorder, RedisFactory
 from tests.support.redis_server import PrivateRedis
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from api.hub.backends.redis import RedisBackend
-from api.hub.hub import Hub
+from itemrooms.api.hub.backends.redis import RedisBackend
+from itemrooms.api.hub.hub import Hub
 from tests.hub.conftest import REDIS_URL, delete_prefix
 from tests.hub.test_hub import Client
 

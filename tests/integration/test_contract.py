@@ -9,7 +9,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from auth.tokens import mint_token
+from itemrooms.auth.tokens import mint_token
 from tests.conftest import SECRET, server_env
 from tests.support.server import ServerProcess
 

@@ -63,7 +63,7 @@ async def test_expired_token_in_each_place(
 
 
 async def test_wrong_signature_is_invalid_token(server: ServerProcess, item: str) -> None:
-    from auth.tokens import mint_token
+    from itemrooms.auth.tokens import mint_token
 
     token = mint_token("another-secret-of-enough-length-0123456789", "mallory")
     assert await rejected(server, item, token) == (1008, "invalid_token")

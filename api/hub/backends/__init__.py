@@ -1,20 +1,20 @@
 """Backends move room events between processes and keep seq, history and presence."""
 
-from api.hub.backends.base import Backend
-from api.settings import Settings
+from itemrooms.api.hub.backends.base import Backend
+from itemrooms.api.settings import Settings
 
 
 def make_backend(settings: Settings) -> Backend:
     """Pick the backend named by ``ITEMROOMS_BACKEND``; import drivers only when used."""
     if settings.backend == "memory":
-        from api.hub.backends.memory import MemoryBackend
+        from itemrooms.api.hub.backends.memory import MemoryBackend
 
         return MemoryBackend(
             history_size=settings.history_size,
             history_ttl_s=settings.history_ttl_s,
             dedup_s=settings.publish_dedup_s,
         )
-    from api.hub.backends.redis import RedisBackend
+    from itemrooms.api.hub.backends.redis import RedisBackend
 
     return RedisBackend(
         settings.redis_url,

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from api.hub.backends.base import (
+from itemrooms.api.hub.backends.base import (
     Control,
     Event,
     EventSink,

@@ -32,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from api.hub.backends import redis_scripts
-from api.hub.backends.base import (
+from itemrooms.api.hub.backends import redis_scripts
+from itemrooms.api.hub.backends.base import (
     BackendUnavailable,
     Control,
     EpochChange,
@@ -54,8 +54,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by hand without the extra
     raise ImportError("the Redis backend needs redis-py: pip install 'itemrooms[redis]'") from exc
 
-from api.hub.backends.redis_presence import NodePresence  # needs redis-py
-from api.hub.backends.redis_publish import REDIS_ERRORS, PublishPipeline
+from itemrooms.api.hub.backends.redis_presence import NodePresence  # needs redis-py
+from itemrooms.api.hub.backends.redis_publish import REDIS_ERRORS, PublishPipeline
 
 log = logging.getLogger("itemrooms.redis")
 

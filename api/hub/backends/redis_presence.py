@@ -23,9 +23,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from api.hub.backends import redis_scripts
-from api.hub.backends.base import BackendUnavailable, Sender
-from api.hub.backends.redis_publish import REDIS_ERRORS
+from itemrooms.api.hub.backends import redis_scripts
+from itemrooms.api.hub.backends.base import BackendUnavailable, Sender
+from itemrooms.api.hub.backends.redis_publish import REDIS_ERRORS
 
 log = logging.getLogger("itemrooms.redis")
 

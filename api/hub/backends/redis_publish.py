@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
-from api.hub.backends.base import BackendUnavailable, OutcomeUnknown
+from itemrooms.api.hub.backends.base import BackendUnavailable, OutcomeUnknown
 
 REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 

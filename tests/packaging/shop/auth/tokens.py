@@ -1,0 +1,2 @@
+def shop_token(subject: str) -> str:
+    return f"shop-{subject}"
