@@ -32,7 +32,7 @@ CLOSE_WHEN: dict[Reason, str] = {
     "also a kick (`POST /items/{item_id}/kick`)",
     Reason.ORIGIN_NOT_ALLOWED: "browser Origin not in the allow-list",
     Reason.INVALID_ITEM_ID: "item id outside the allowed form",
-    Reason.INVALID_SINCE: "`since` is not a non-negative integer" + ADDITION,
+    Reason.INVALID_SINCE: "`since` is not a non-negative integer of at most 2^62" + ADDITION,
     Reason.INVALID_REQUEST: "any other malformed handshake parameter" + ADDITION,
     Reason.RATE_LIMITED: "kept flooding after error frames",
     Reason.ITEM_CLOSED: "the application closed the room (item deleted)",
@@ -300,9 +300,10 @@ def connection_bindings() -> dict[str, Any]:
                     "since": {
                         "type": "integer",
                         "minimum": 0,
+                        "maximum": 2**62,
                         "description": "Resume: replay the messages with a larger `seq` "
                         "before live traffic (1008 `invalid_since` if not a non-negative "
-                        "integer).",
+                        "integer of at most 2^62).",
                     },
                     "epoch": {
                         "type": "string",

@@ -37,6 +37,18 @@ def log_config(log_level: str = "info", access_log: bool = False) -> dict[str, A
     return config
 
 
+def websocket_options(settings: Settings) -> dict[str, Any]:
+    """What a host app that embeds itemrooms passes to ``uvicorn.run`` (README: Embedding)."""
+    return {
+        "ws": "itemrooms.api.ws_protocol:RoomsWebSocketProtocol",
+        "ws_per_message_deflate": False,
+        "ws_max_size": settings.max_message_bytes,
+        "ws_ping_interval": settings.ping_interval_s,
+        "ws_ping_timeout": settings.ping_timeout_s,
+        "timeout_graceful_shutdown": settings.shutdown_timeout_s,
+    }
+
+
 def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) -> dict[str, Any]:
     return {
         "host": host,
@@ -45,12 +57,7 @@ def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) 
         "factory": True,
         "loop": "uvloop",
         "http": "httptools",
-        "ws": "itemrooms.api.ws_protocol:RoomsWebSocketProtocol",
-        "ws_per_message_deflate": False,
-        "ws_max_size": settings.max_message_bytes,
-        "ws_ping_interval": settings.ping_interval_s,
-        "ws_ping_timeout": settings.ping_timeout_s,
-        "timeout_graceful_shutdown": settings.shutdown_timeout_s,
+        **websocket_options(settings),
         "lifespan": "on",
         "proxy_headers": False,
         "log_config": log_config(settings.log_level, settings.access_log),

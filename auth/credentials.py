@@ -1,9 +1,9 @@
-"""Where a WebSocket client's token comes from, as FastAPI dependencies.
+"""Where a WebSocket client's token comes from, and whether it may join the room.
 
-``room_claims`` is ``async def`` on purpose: FastAPI runs a plain ``def``
-dependency in a worker thread, a round trip per handshake that cost more than
-the handshake itself. Nothing here blocks (a JWKS fetch goes to a thread in
-``TokenVerifier.verify_async``).
+``room_claims`` is called by the room route's gate (api/routes/admission.py), an
+``async def`` dependency on purpose: FastAPI runs a plain ``def`` dependency in a
+worker thread, a round trip per handshake that cost more than the handshake itself.
+Nothing here blocks (a JWKS fetch goes to a thread in ``TokenVerifier.verify_async``).
 
 PROTOCOL.md's order: ``Authorization`` header, ``bearer.<jwt>`` subprotocol,
 ``?token=`` query, ``session`` cookie. The first place that holds a credential
@@ -12,10 +12,12 @@ the next one (otherwise a forged header could hide behind a valid cookie, or
 the other way round).
 """
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, NoReturn
 
-from fastapi import Depends, Path, WebSocket, WebSocketException
+from fastapi import Path, WebSocket, WebSocketException
 
 from itemrooms.api.close_codes import POLICY_VIOLATION, Reason
 from itemrooms.auth.origins import origin_allowed
@@ -25,6 +27,7 @@ from itemrooms.auth.tokens import Claims, TokenError, TokenVerifier
 SUBPROTOCOL = "itemrooms.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 ITEM_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+is_item_id = re.compile(ITEM_ID_PATTERN).fullmatch
 ItemId = Annotated[
     str,
     Path(pattern=ITEM_ID_PATTERN, description="The item's room: 1 to 128 of A-Z a-z 0-9 . _ : -"),
@@ -95,28 +98,28 @@ def bearer_credential(websocket: WebSocket) -> Credential:
     reject(Reason.MISSING_TOKEN)
 
 
-def checked_origin(websocket: WebSocket) -> str | None:
+def checked_origin(websocket: WebSocket, allowed: Sequence[str]) -> str | None:
     """The handshake's ``Origin`` if allowed, None if absent; anything else is refused."""
     origin = websocket.headers.get("origin")
     if origin is not None:
-        allowed = websocket.app.state.settings.allowed_origins
         if not origin_allowed(origin, websocket, allowed):
             reject(Reason.ORIGIN_NOT_ALLOWED)
     return origin
 
 
-async def room_claims(websocket: WebSocket, item_id: ItemId) -> Claims:
+async def room_claims(
+    websocket: WebSocket, item_id: str, verifier: TokenVerifier, allowed_origins: Sequence[str]
+) -> Claims:
     """The verified claims of a client allowed to join ``item_id``.
 
-    One dependency, not one per credential place: FastAPI's dependency solving
+    One call, not one dependency per credential place: FastAPI's dependency solving
     costs about as much per dependency as the token check itself, and a room
     server takes handshakes by the thousand when clients reconnect together."""
-    origin = checked_origin(websocket)
+    origin = checked_origin(websocket, allowed_origins)
     credential = bearer_credential(websocket)
     if credential.place == "cookie" and origin is None:
         # Only a browser sends cookies by itself, and every browser sends an Origin.
         reject(Reason.ORIGIN_NOT_ALLOWED)
-    verifier: TokenVerifier = websocket.app.state.verifier
     try:
         claims = await verifier.verify_async(credential.token)
     except TokenError as exc:
@@ -124,6 +127,3 @@ async def room_claims(websocket: WebSocket, item_id: ItemId) -> Claims:
     if not can_join(claims, item_id):
         reject(Reason.FORBIDDEN)
     return claims
-
-
-RoomClaims = Annotated[Claims, Depends(room_claims)]

@@ -11,9 +11,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from itemrooms.api.runtime import runtime
 from itemrooms.auth.credentials import ItemId
 from itemrooms.auth.permissions import item_allowed
-from itemrooms.auth.tokens import Claims, TokenError, TokenVerifier
+from itemrooms.auth.tokens import Claims, TokenError
 
 
 def challenge(error: str, description: str) -> HTTPException:
@@ -29,7 +30,7 @@ async def http_claims(
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise challenge("invalid_request", "use Authorization: Bearer <token>")
-    verifier: TokenVerifier = request.app.state.verifier
+    verifier = runtime(request).verifier
     try:
         return await verifier.verify_async(token.strip())
     except TokenError as exc:

@@ -38,6 +38,10 @@ PLAIN = "plain"  # the websockets library's own server and broadcast()
 ITEMROOMS_REDIS2 = "itemrooms-redis2"
 ITEMROOMS_REDIS1 = "itemrooms-redis1"  # diagnostic: the Redis backend, one process
 CEILING = "ceiling"  # bench/baselines/blast.py: the load generator's own ceiling
+# Diagnostics (only with --servers): itemrooms inside a host app (bench/baselines/
+# embedded.py), with our WebSocket implementation and with uvicorn's stock one.
+EMBEDDED = "embedded"
+EMBEDDED_STOCK = "embedded-stock-ws"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,8 @@ SPECS = {
         ITEMROOMS_REDIS1, auth="header", presence=True, processes=1, redis=True
     ),
     CEILING: ServerSpec(CEILING, auth="header", presence=False),
+    EMBEDDED: ServerSpec(EMBEDDED, auth="header", presence=True),
+    EMBEDDED_STOCK: ServerSpec(EMBEDDED_STOCK, auth="header", presence=True),
 }
 
 
@@ -85,8 +91,11 @@ def start_server(
     For itemrooms, ``redis_url`` selects the Redis backend; the processes of one
     run must share ``redis_prefix`` (keys and channels), or they share no room."""
     bin_dir = Path(sys.executable).parent
-    if name in (ITEMROOMS, ITEMROOMS_REDIS2, ITEMROOMS_REDIS1):
+    if name in (ITEMROOMS, ITEMROOMS_REDIS2, ITEMROOMS_REDIS1, EMBEDDED, EMBEDDED_STOCK):
         argv = [str(bin_dir / "itemrooms"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if name in (EMBEDDED, EMBEDDED_STOCK):
+            argv = [sys.executable, "-m", "bench.baselines.embedded", "--port", str(port)]
+            argv += ["--stock-ws"] if name == EMBEDDED_STOCK else []
         backend = {"ITEMROOMS_BACKEND": "memory"}
         if redis_url is not None:
             backend = {

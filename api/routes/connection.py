@@ -40,6 +40,7 @@ from itemrooms.api.hub.hub import Hub
 from itemrooms.api.hub.member import DIRECT_SOCKET, Member
 from itemrooms.api.hub.outgoing import Outgoing
 from itemrooms.api.rate_limit import TokenBucket
+from itemrooms.api.runtime import runtime
 from itemrooms.api.settings import Settings
 from itemrooms.auth.credentials import accepted_subprotocol
 from itemrooms.auth.permissions import can_join, can_publish
@@ -63,13 +64,13 @@ def new_client_id() -> str:
 
 class Connection:
     def __init__(self, websocket: WebSocket, item_id: str, claims: Claims) -> None:
-        state = websocket.app.state
+        running = runtime(websocket)  # the gate checked that it runs
         self.websocket = websocket
         self.item_id = item_id
-        self.hub: Hub = state.hub
-        self.settings: Settings = state.settings
-        self.verifier: TokenVerifier = state.verifier
-        self.limits: ConnectionLimits = state.connection_limits
+        self.hub: Hub = running.hub
+        self.settings: Settings = running.settings
+        self.verifier: TokenVerifier = running.verifier
+        self.limits: ConnectionLimits = running.limits
         sender = Sender(user=claims.sub, client_id=new_client_id())
         # One member in SAMPLE_EVERY reports fan-out latency: cheap, and enough for a histogram.
         sampled = random.random() < 1 / SAMPLE_EVERY

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from itemrooms.api.frames import ID_PATTERN, MemberModel, MessageFrame, depth, encode_data
 from itemrooms.api.hub.backends.base import BackendUnavailable, Message, OutcomeUnknown, Sender
 from itemrooms.api.hub.hub import Hub
-from itemrooms.api.settings import Settings
+from itemrooms.api.runtime import runtime
 from itemrooms.auth.credentials import ItemId
 from itemrooms.auth.http_credentials import Admin, Reader, Writer
 
@@ -69,13 +69,12 @@ class ControlResponse(BaseModel):
 
 
 def hub_of(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
+    return runtime(request).hub
 
 
 async def bounded_body(request: Request) -> None:
     """413 above the message size limit, before the body is parsed."""
-    settings: Settings = request.app.state.settings
+    settings = runtime(request).settings
     limit = settings.max_message_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -144,7 +143,7 @@ async def publish(
         ),
     ] = None,
 ) -> PublishResponse:
-    settings: Settings = request.app.state.settings
+    settings = runtime(request).settings
     if depth(body.data, settings.max_json_depth) > settings.max_json_depth:
         raise invalid_data(f"data nests deeper than {settings.max_json_depth} levels")
     hub = hub_of(request)

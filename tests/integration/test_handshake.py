@@ -210,8 +210,27 @@ async def test_longest_valid_item_id_joins(server: ServerProcess, mint: Mint) ->
         assert welcome["item_id"] == item_id
 
 
-@pytest.mark.parametrize("since", ["abc", "-1", "1.5", ""])
+@pytest.mark.parametrize(
+    "since", ["abc", "-1", "1.5", "", "+1", "\u0661", str(2**62 + 1), str(2**64 - 1)]
+)
 async def test_invalid_since(server: ServerProcess, mint: Mint, item: str, since: str) -> None:
     ws = await open_room(server, item, mint(), extra_query={"since": since})
     assert await closed_with(ws) == (1008, "invalid_since")
     await assert_healthy(server)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_since_at_its_bound_joins_on_every_backend(
+    start_server: Callable[..., ServerProcess],
+    redis_prefix: str,
+    mint: Mint,
+    item: str,
+    backend: str,
+) -> None:
+    """2^62 is the largest ``since``: a backend never sees one it cannot compare."""
+    server = start_server(backend=backend, redis_prefix=redis_prefix)
+    ws, welcome = await join(server, item, mint(), since=2**62)
+    async with ws:
+        # Ahead of anything the room holds: nothing to replay, and not a recovery.
+        assert welcome["seq"] == 0 and welcome["recovered"] is False
+    assert "itemrooms_backend_errors_total 0.0" in server.get("/metrics").text

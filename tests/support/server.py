@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -24,13 +24,24 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``itemrooms serve`` on a free loopback port; its output is kept in ``lines``."""
+    """``itemrooms serve`` on a free loopback port; its output is kept in ``lines``.
+
+    ``command`` runs something else on that port instead (``{port}`` is replaced), such
+    as uvicorn serving a host app that embeds itemrooms under ``prefix``."""
 
     def __init__(
-        self, env: Mapping[str, str], cwd: Path, port: int | None = None, workers: int = 1
+        self,
+        env: Mapping[str, str],
+        cwd: Path,
+        port: int | None = None,
+        workers: int = 1,
+        command: Sequence[str] | None = None,
+        prefix: str = "",
     ) -> None:
         self.port = port or free_port()
         self.workers = workers
+        self.command = command
+        self.prefix = prefix
         self.env = {**os.environ, **env}
         self.cwd = cwd
         self.lines: list[str] = []
@@ -44,21 +55,25 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def ws_url(self, item_id: str, query: str = "") -> str:
-        return f"ws://127.0.0.1:{self.port}/items/{item_id}/ws" + (f"?{query}" if query else "")
+        url = f"ws://127.0.0.1:{self.port}{self.prefix}/items/{item_id}/ws"
+        return url + (f"?{query}" if query else "")
 
     def start(self, timeout: float = 30.0) -> "ServerProcess":
         itemrooms = Path(sys.executable).with_name("itemrooms")
+        command = [
+            str(itemrooms),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+        ]
+        if self.command is not None:
+            command = [part.replace("{port}", str(self.port)) for part in self.command]
         self.process = subprocess.Popen(
-            [
-                str(itemrooms),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-            ],
+            command,
             env=self.env,
             cwd=self.cwd,
             stdout=subprocess.PIPE,
