@@ -72,6 +72,7 @@ def serve(args: argparse.Namespace) -> int:
     from itemrooms.api.server import uvicorn_options
 
     try:  # uvicorn would import it only at startup, and print a traceback
+        import itemrooms.api.http_protocol  # noqa: F401
         import itemrooms.api.ws_protocol  # noqa: F401
     except ImportError as exc:
         return fail(str(exc))

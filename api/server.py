@@ -5,6 +5,8 @@
   is what lets a member's bounded queue detect a slow consumer (wsproto buffers
   without limit); the extension answers malformed handshakes and speaks our close
   codes.
+- httptools as extended in api/http_protocol.py: a request's headers must arrive
+  within 10 s (uvicorn waits for them forever).
 - per-message deflate off: it roughly doubles memory per connection.
 - a graceful-shutdown timeout: without one, a single client that never reads
   blocks shutdown forever.
@@ -37,9 +39,10 @@ def log_config(log_level: str = "info", access_log: bool = False) -> dict[str, A
     return config
 
 
-def websocket_options(settings: Settings) -> dict[str, Any]:
+def protocol_options(settings: Settings) -> dict[str, Any]:
     """What a host app that embeds itemrooms passes to ``uvicorn.run`` (README: Embedding)."""
     return {
+        "http": "itemrooms.api.http_protocol:RoomsHttpToolsProtocol",
         "ws": "itemrooms.api.ws_protocol:RoomsWebSocketProtocol",
         "ws_per_message_deflate": False,
         "ws_max_size": settings.max_message_bytes,
@@ -56,8 +59,7 @@ def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) 
         "workers": workers,
         "factory": True,
         "loop": "uvloop",
-        "http": "httptools",
-        **websocket_options(settings),
+        **protocol_options(settings),
         "lifespan": "on",
         "proxy_headers": False,
         "log_config": log_config(settings.log_level, settings.access_log),

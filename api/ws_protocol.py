@@ -23,7 +23,6 @@ import asyncio
 import logging
 from typing import Any
 
-import uvicorn
 from websockets.frames import CloseCode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
@@ -31,72 +30,48 @@ from websockets.server import ServerProtocol
 from itemrooms.api.access_log import CONNECTIONS_LOGGER
 from itemrooms.api.close_codes import GOING_AWAY, MESSAGE_TOO_BIG
 from itemrooms.api.hub.member import DIRECT_SOCKET
+from itemrooms.api.uvicorn_internals import require_internals, unsupported_uvicorn
 from itemrooms.api.ws_primitives import Flag, ReceiveQueue
 
 HANDSHAKE_TIMEOUT_S = 10.0
-# What pyproject.toml declares (tests/packaging/test_declared_ranges.py keeps them equal).
-UVICORN_RANGE = ">=0.54.0,<0.55"
-# The parts of uvicorn's implementation this subclass relies on: methods it overrides or
-# calls, and attributes it reads or sets (uvicorn 0.50 had no close_timeout: a kick
-# then failed with an AttributeError deep in the hub's fan-out).
-NEEDED_METHODS = (
-    "__init__",
-    "connection_made",
-    "connection_lost",
-    "data_received",
-    "handle_connect",
-    "send",
-    "shutdown",
-    "stop_keepalive",
-)
-NEEDED_ATTRIBUTES = (
-    "conn",
-    "config",
-    "loop",
-    "transport",
-    "scope",
-    "queue",
-    "writable",
-    "handshake_initiated",
-    "handshake_complete",
-    "close_sent",
-    "close_timeout",
-    "close_timer",
-    "read_paused",
-    "initial_response",
-    "request",
-    "response",
-)
-
-
-def missing_internals(protocol: type) -> list[str]:
-    """What ``protocol`` lacks of NEEDED_*; attributes count when its code assigns or
-    reads them (they exist only on instances, made per connection)."""
-    names: set[str] = set()
-    for klass in protocol.__mro__:
-        for value in vars(klass).values():
-            code = getattr(value, "__code__", None)
-            if code is not None:
-                names.update(code.co_names)
-    missing = [name for name in NEEDED_METHODS if not callable(getattr(protocol, name, None))]
-    return missing + [name for name in NEEDED_ATTRIBUTES if name not in names]
-
-
-def unsupported_uvicorn(detail: str) -> ImportError:
-    return ImportError(
-        f"itemrooms needs uvicorn{UVICORN_RANGE} (installed: {uvicorn.__version__}): "
-        f"{detail}; install a supported uvicorn, e.g. pip install 'uvicorn{UVICORN_RANGE}'"
-    )
-
 
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 except ImportError as exc:
     raise unsupported_uvicorn(f"it has no websockets-sansio implementation ({exc})") from None
-if _missing := missing_internals(WebSocketsSansIOProtocol):
-    raise unsupported_uvicorn(
-        "its websockets-sansio implementation lacks " + ", ".join(_missing)
-    ) from None
+# What this subclass overrides or calls, and the attributes it reads or sets.
+require_internals(
+    WebSocketsSansIOProtocol,
+    "websockets-sansio",
+    methods=(
+        "__init__",
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "handle_connect",
+        "send",
+        "shutdown",
+        "stop_keepalive",
+    ),
+    attributes=(
+        "conn",
+        "config",
+        "loop",
+        "transport",
+        "scope",
+        "queue",
+        "writable",
+        "handshake_initiated",
+        "handshake_complete",
+        "close_sent",
+        "close_timeout",
+        "close_timer",
+        "read_paused",
+        "initial_response",
+        "request",
+        "response",
+    ),
+)
 
 
 class RoomsServerConnection(ServerProtocol):

@@ -11,7 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from itemrooms.api import Itemrooms
-from itemrooms.api.server import websocket_options
+from itemrooms.api.server import protocol_options
 
 STOCK_WS = "websockets-sansio"
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--stock-ws", action="store_true", help=f"uvicorn's {STOCK_WS}")
     args = parser.parse_args()
     rooms = Itemrooms()  # ITEMROOMS_* from the environment, as for itemrooms serve
-    options = websocket_options(rooms.settings)
+    options = protocol_options(rooms.settings)
     if args.stock_ws:
         options["ws"] = STOCK_WS
     uvicorn.run(

@@ -27,6 +27,7 @@ def uvicorn_command(target: str, ws: str, max_size: int = 65536) -> list[str]:
         *(sys.executable, "-m", "uvicorn", target),
         *("--host", "127.0.0.1", "--port", "{port}"),
         *("--ws", ws, "--ws-per-message-deflate", "false", "--ws-max-size", str(max_size)),
+        *("--http", "itemrooms.api.http_protocol:RoomsHttpToolsProtocol"),
     ]
 
 

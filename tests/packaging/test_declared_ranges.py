@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from itemrooms.api import ws_protocol
+from itemrooms.api import uvicorn_internals
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -44,9 +44,9 @@ def test_every_locked_version_is_inside_its_declared_range() -> None:
         assert LOCKED[canonicalize_name(requirement.name)] in requirement.specifier, requirement
 
 
-def test_ws_protocol_names_the_declared_uvicorn_range() -> None:
+def test_the_import_check_names_the_declared_uvicorn_range() -> None:
     (uvicorn,) = [r for r in declared() if r.name == "uvicorn"]
-    assert uvicorn.specifier == Requirement(f"uvicorn{ws_protocol.UVICORN_RANGE}").specifier
+    assert uvicorn.specifier == Requirement(f"uvicorn{uvicorn_internals.UVICORN_RANGE}").specifier
 
 
 def test_make_install_bootstraps_the_locked_uv() -> None:
