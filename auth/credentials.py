@@ -46,30 +46,54 @@ def reject(reason: Reason | str) -> NoReturn:
 
 # Each place answers None (nothing there) or what it holds; "" means present but
 # malformed, which bearer_credential rejects rather than skipping to the next place.
+# A place that holds two credentials is malformed too: whichever one a parser keeps
+# (Starlette keeps the last query value and the first header), a forged one could
+# ride beside a good one.
 
 
-def header_token(websocket: WebSocket) -> str | None:
-    authorization = websocket.headers.get("authorization")
-    if authorization is None:
+def only(values: list[str]) -> str | None:
+    """The place's one value, None if it has none, "" if it has several."""
+    if not values:
         return None
+    return values[0] if len(values) == 1 else ""
+
+
+def bearer_value(authorization: str) -> str:
     scheme, _, token = authorization.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def header_token(websocket: WebSocket) -> str | None:
+    authorization = only(websocket.headers.getlist("authorization"))
+    return bearer_value(authorization) if authorization else authorization
+
+
 def subprotocol_token(websocket: WebSocket) -> str | None:
-    for offered in websocket.scope.get("subprotocols", ()):
-        if offered.startswith(BEARER_SUBPROTOCOL_PREFIX):
-            token: str = offered[len(BEARER_SUBPROTOCOL_PREFIX) :]
-            return token
-    return None
+    offered: list[str] = websocket.scope.get("subprotocols", [])
+    return only(
+        [
+            p[len(BEARER_SUBPROTOCOL_PREFIX) :]
+            for p in offered
+            if p.startswith(BEARER_SUBPROTOCOL_PREFIX)
+        ]
+    )
 
 
 def query_token(websocket: WebSocket) -> str | None:
-    return websocket.query_params.get("token")
+    return only(websocket.query_params.getlist("token"))
 
 
 def cookie_token(websocket: WebSocket) -> str | None:
-    return websocket.cookies.get("session")
+    """The ``session`` cookie, counted in the raw headers (Starlette's parsed cookies
+    keep one of several silently)."""
+    values = [
+        value.strip()
+        for header in websocket.headers.getlist("cookie")
+        for name, _, value in (pair.partition("=") for pair in header.split(";"))
+        if name.strip() == "session"
+    ]
+    cookie = only(values)
+    return cookie if not cookie else websocket.cookies.get("session", "")
 
 
 PLACES = (

@@ -27,6 +27,10 @@ async def http_claims(
 ) -> Claims:
     if authorization is None:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    if len(request.headers.getlist("authorization")) > 1:
+        # Which one would count is up to each parser on the way: refuse both (RFC 6750
+        # calls a request with more than one token invalid_request).
+        raise challenge("invalid_request", "more than one Authorization header")
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise challenge("invalid_request", "use Authorization: Bearer <token>")

@@ -41,6 +41,10 @@ class TokenExpired(TokenError):
     reason = Reason.TOKEN_EXPIRED
 
 
+# 9999-12-31T23:59:59Z: any real date, and far inside what a float and a timer hold.
+MAX_NUMERIC_DATE = 253402300799
+
+
 class Claims(BaseModel):
     """The claims itemrooms reads; others are ignored."""
 
@@ -57,10 +61,15 @@ class Claims(BaseModel):
     @field_validator("exp", "nbf", "iat", mode="before")
     @classmethod
     def _numeric_date(cls, value: object) -> object:
-        # RFC 7519 NumericDate: a JSON number (fractions allowed), never a string.
-        if isinstance(value, bool) or not isinstance(value, int | float | None):
+        # RFC 7519 NumericDate: a JSON number (fractions allowed), never a string; and
+        # a date a clock can hold (10**400 joined, then failed to schedule the expiry).
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("a NumericDate must be a JSON number")
-        return int(value) if isinstance(value, float) else value
+        if not 0 <= value <= MAX_NUMERIC_DATE:  # also false for NaN
+            raise ValueError(f"a NumericDate must be between 0 and {MAX_NUMERIC_DATE}")
+        return int(value)
 
     @field_validator("scope", mode="before")
     @classmethod

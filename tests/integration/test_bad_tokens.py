@@ -52,6 +52,11 @@ def bad_tokens() -> Iterator[tuple[str, str, str]]:
     yield "missing sub", signed(sub=None), "invalid_token"
     yield "missing exp", signed(exp=None), "invalid_token"
     yield "string exp", signed(exp=str(now + 300)), "invalid_token"
+    yield "exp beyond any clock", signed(exp=10**400), "invalid_token"
+    yield "exp a huge float", signed(exp=1e300), "invalid_token"
+    yield "exp NaN", signed(exp=float("nan")), "invalid_token"
+    yield "exp Infinity", signed(exp=float("inf")), "invalid_token"
+    yield "iat negative", signed(iat=-(10**400)), "invalid_token"
     yield "wrong iss", signed(iss="https://evil.example"), "invalid_token"
     yield "missing iss", signed(iss=None), "invalid_token"
     yield "wrong aud", signed(aud="someone-else"), "invalid_token"
@@ -100,6 +105,7 @@ async def test_after_all_of_them_the_service_is_healthy_and_logged_no_token(
 ) -> None:
     await assert_healthy_strict(strict_server)
     output = strict_server.output
+    assert "Traceback" not in output and "ERROR" not in output, output
     for name, token, _ in BAD:
         parts = token.split(".")
         if len(parts) == 3 and len(parts[2]) > 10:
