@@ -7,6 +7,7 @@ by hand, and server frames are encoded with orjson straight from dicts, once
 per room rather than once per member.
 """
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -228,8 +229,12 @@ WIDEST_INTS = (-(2**63), 2**64 - 1)
 
 def encode_data(value: Any) -> bytes:
     """A published value decoded elsewhere (the HTTP API's body) as the WebSocket path
-    would have it: integers beyond 64 bits as floats. ValueError for what JSON cannot
-    carry (a lone surrogate, an integer beyond any float)."""
+    would have it: integers beyond 64 bits as floats. ValueError for what the WebSocket
+    path refuses as ``invalid_json`` (NaN, Infinity, a number too big for a float such
+    as 1e400, which Python's decoder makes infinite) and what JSON cannot carry (a lone
+    surrogate, an integer beyond any float)."""
+    if not _all_finite(value):
+        raise ValueError("NaN, Infinity and numbers beyond a double are not JSON")
     try:
         return compact_json(value)
     except TypeError as exc:
@@ -239,6 +244,20 @@ def encode_data(value: Any) -> bytes:
         return compact_json(_wide_ints_as_floats(value))
     except (TypeError, OverflowError) as exc:
         raise ValueError(f"data cannot be encoded as JSON: {exc}") from None
+
+
+def _all_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                return False
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
 
 
 def _wide_ints_as_floats(value: Any) -> Any:

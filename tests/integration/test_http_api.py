@@ -4,6 +4,7 @@ WebSocket members watching the same rooms."""
 from collections.abc import Callable
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import Mint
@@ -193,3 +194,33 @@ async def test_integers_beyond_64_bits_arrive_as_floats_on_both_paths(
         via_http = (await recv_type(ws, "message"))["data"]
         assert via_http == via_socket == [2.0**64, -(2.0**63), 2**64 - 1]
         assert isinstance(via_http[0], float) and isinstance(via_http[2], int)
+
+
+
+@pytest.mark.parametrize(
+    "raw", ["NaN", "Infinity", "-Infinity", "1e400", '[1, {"a": -1e999}]', '"\\ud800"']
+)
+async def test_what_the_websocket_path_refuses_http_refuses_with_422(
+    server: ServerProcess, mint: Mint, item: str, raw: str
+) -> None:
+    """NaN, Infinity and 1e400 (which Python's decoder makes infinite) are not JSON: the
+    WebSocket path answers invalid_json, HTTP 422 in FastAPI's shape (members used to
+    receive null). A lone surrogate likewise (HTTP used to answer 500)."""
+    logged = len(server.lines)
+    ws, _ = await join(server, item, mint())
+    async with ws, httpx.AsyncClient(base_url=server.http_url, timeout=5) as http:
+        await ws.send(f'{{"type": "publish", "data": {raw}, "ref": "r"}}')
+        assert (await recv_json(ws))["code"] == "invalid_json"
+        response = await http.post(
+            f"/items/{item}/messages",
+            content=f'{{"data": {raw}}}'.encode(),
+            headers={**bearer(mint()), "Content-Type": "application/json"},
+        )
+        assert response.status_code == 422, response.text
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["body", "data"], error
+        assert "not JSON" in error["msg"] or "surrogates not allowed" in error["msg"], error
+        await send_json(ws, {"type": "publish", "data": "after", "ref": "a"})
+        after = await recv_json(ws)  # the next frame: nothing was published meanwhile
+        assert (after["type"], after["data"], after["seq"]) == ("message", "after", 1)
+    assert not [line for line in server.lines[logged:] if "ERROR" in line]
