@@ -10,6 +10,9 @@ closed. Idle kept-alive connections are uvicorn's ``timeout_keep_alive`` busines
 """
 
 import asyncio
+import logging
+
+import httptools
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -18,6 +21,7 @@ except ImportError as exc:  # httptools is part of uvicorn[standard]
 
     raise unsupported_uvicorn(f"it has no httptools implementation ({exc})") from None
 
+from itemrooms.api.access_log import CONNECTIONS_LOGGER
 from itemrooms.api.uvicorn_internals import require_internals
 
 HEADERS_TIMEOUT_S = 10.0
@@ -25,9 +29,21 @@ HEADERS_TIMEOUT_S = 10.0
 require_internals(
     HttpToolsProtocol,
     "httptools",
-    methods=("connection_made", "connection_lost", "on_message_begin", "on_headers_complete"),
-    attributes=("loop", "transport"),
+    methods=(
+        "connection_made",
+        "connection_lost",
+        "on_message_begin",
+        "on_headers_complete",
+        "data_received",
+        "send_400_response",
+        "handle_websocket_upgrade",
+        "_should_upgrade",
+        "_unsupported_upgrade_warning",
+        "_unset_keepalive_if_required",
+    ),
+    attributes=("loop", "transport", "parser", "client"),
 )
+log = logging.getLogger(CONNECTIONS_LOGGER)  # INFO only with ITEMROOMS_ACCESS_LOG
 
 
 class RoomsHttpToolsProtocol(HttpToolsProtocol):
@@ -36,6 +52,21 @@ class RoomsHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._headers_timer = self.loop.call_later(HEADERS_TIMEOUT_S, self._headers_late)
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, except that a malformed request is logged at INFO (on our
+        connections logger), not as a WARNING any client can flood the log with."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            log.info("%s: answered 400: invalid HTTP request", self.client)
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
