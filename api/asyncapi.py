@@ -54,7 +54,8 @@ ERROR_CODES: dict[str, str] = {
     "unknown_type": "`type` is missing or names no client frame",
     "too_deep": "`data` nests deeper than allowed (`ITEMROOMS_MAX_JSON_DEPTH`)",
     "not_allowed": "a publish or binary frame without `items:write` for this item",
-    "rate_limited": "over the publish rate: not published; slow down (keeping on closes "
+    "rate_limited": "over the publish rate, or any frame over the frame rate "
+    "(ITEMROOMS_FRAME_RATE_LIMIT): dropped, not published; slow down (keeping on closes "
     "the connection with 1008 `rate_limited`)",
     "invalid_refresh": "the `refresh` token does not expire later than the current one",
     "unavailable": "the backend is briefly unreachable: the message was **not** published; retry",

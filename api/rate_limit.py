@@ -1,15 +1,20 @@
-"""Per-connection publish rate: a token bucket.
+"""Per-connection rates: token buckets.
 
-One bucket per connection, refilled at ``ITEMROOMS_RATE_LIMIT`` publishes per
-second up to a burst of one second's worth. A publish over the rate is refused
-with an ``error`` frame; a client that keeps going after ``STRIKES`` refusals in a
-row is closed with 1008 ``rate_limited``.
+Two per connection: publishes and binary frames at ``ITEMROOMS_RATE_LIMIT`` per
+second, and every frame of any kind at ``ITEMROOMS_FRAME_RATE_LIMIT`` (pings,
+refreshes and malformed frames cost CPU too: a ping flood on one connection slowed
+other rooms' round trips sevenfold), each up to a burst of one second's worth. A frame
+over a rate is refused with an ``error`` frame; a client that keeps going after
+``STRIKES`` refusals in a row is closed with 1008 ``rate_limited``.
 """
 
 import time
 from collections.abc import Callable
 
 STRIKES = 10
+# A refresh costs this many frames of the frame budget: each is a signature check (a
+# thread hop with JWKS), about as much CPU as a few dozen pings.
+REFRESH_COST = 20
 
 
 class TokenBucket:
@@ -25,12 +30,12 @@ class TokenBucket:
         self._at = clock()
         self.strikes = 0  # refusals since the last allowed publish
 
-    def allow(self) -> bool:
+    def allow(self, cost: float = 1.0) -> bool:
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
         self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= cost:
+            self._tokens -= cost
             self.strikes = 0
             return True
         self.strikes += 1

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from itemrooms.api.dev_secret import load_or_create_dev_secret
+from itemrooms.api.rate_limit import REFRESH_COST
 
 # Below this many bytes an HS256 secret can be brute-forced offline from one token.
 MIN_HS_SECRET_BYTES = 32
@@ -61,6 +62,10 @@ class Settings(BaseSettings):
     presence_ttl_s: float = Field(15.0, ge=1.0)
     # Publishes (and binary frames) per second per connection may burst to this many.
     rate_burst: float | None = Field(None, gt=0)
+    # Every frame a client sends, of any kind (pings, refreshes, malformed ones too),
+    # per second per connection; default twice ITEMROOMS_RATE_LIMIT, at least 100. A
+    # refresh counts as REFRESH_COST frames (a signature check each).
+    frame_rate_limit: float | None = Field(None, gt=0)
     # Open connections per process, and per user (sub) per process.
     max_connections: int = Field(10_000, ge=1)
     max_connections_per_user: int = Field(100, ge=1)
@@ -128,6 +133,23 @@ class Settings(BaseSettings):
                 f"{MIN_HS_SECRET_BYTES}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _frame_budget(self) -> Self:
+        if self.frame_rate_limit is None:
+            object.__setattr__(self, "frame_rate_limit", max(100.0, 2 * self.rate_limit))
+        elif self.frame_rate_limit < max(self.rate_limit, REFRESH_COST):
+            raise ValueError(
+                "ITEMROOMS_FRAME_RATE_LIMIT counts every frame, publishes included, and a "
+                f"refresh as {REFRESH_COST}: it cannot be below ITEMROOMS_RATE_LIMIT "
+                f"({self.rate_limit}) or {REFRESH_COST}"
+            )
+        return self
+
+    @property
+    def frames_per_s(self) -> float:
+        assert self.frame_rate_limit is not None, "validated: _frame_budget sets it"
+        return self.frame_rate_limit
 
     def hmac_secret(self) -> str:
         assert self.jwt_secret is not None, "validated: HS algorithms always have a secret"

@@ -39,7 +39,7 @@ from itemrooms.api.hub.backends.base import BackendUnavailable, OutcomeUnknown, 
 from itemrooms.api.hub.hub import Hub
 from itemrooms.api.hub.member import DIRECT_SOCKET, Member
 from itemrooms.api.hub.outgoing import Outgoing
-from itemrooms.api.rate_limit import TokenBucket
+from itemrooms.api.rate_limit import REFRESH_COST, TokenBucket
 from itemrooms.api.runtime import runtime
 from itemrooms.api.settings import Settings
 from itemrooms.auth.credentials import accepted_subprotocol
@@ -55,7 +55,7 @@ CLOSE_WAIT_S = 2.0
 NOT_ALLOWED = "token lacks items:write for this item"
 UNAVAILABLE = "not published: the service is briefly unavailable; retry"
 OUTCOME_UNKNOWN = "may or may not be published: retry with the same id"
-SLOW_DOWN = "not published: over the rate limit; slow down"
+SLOW_DOWN = "over the rate limit; slow down"
 
 
 def new_client_id() -> str:
@@ -85,6 +85,7 @@ class Connection:
             batch=self.hub.flush_batch,
         )
         self.bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
+        self.frames = TokenBucket(self.settings.frames_per_s)
         self._expiry: asyncio.TimerHandle | None = None
         self._publishing: set[asyncio.Task[None]] | None = None  # made at the first publish
 
@@ -140,19 +141,23 @@ class Connection:
     def _error(self, code: str, detail: str, ref: str | None = None) -> None:
         self._reply(Outgoing(error_frame(code, detail, ref)))
 
+    def _within(self, bucket: TokenBucket, ref: str | None, cost: float = 1.0) -> bool:
+        """Whether ``bucket`` allows the frame; answers the client when not."""
+        if bucket.allow(cost):
+            return True
+        if bucket.exhausted:
+            # The error frames that warned the client still go out before the close.
+            self._close(RATE_LIMITED, drop_queued=False)
+        else:
+            self._error("rate_limited", SLOW_DOWN, ref)
+        return False
+
     def _may_send(self, ref: str | None) -> bool:
         """Whether a publish or binary frame goes ahead; answers the client when not."""
         if not self.member.may_publish:
             self._error("not_allowed", NOT_ALLOWED, ref)
             return False
-        if not self.bucket.allow():
-            if self.bucket.exhausted:
-                # The error frames that warned the client still go out before the close.
-                self._close(RATE_LIMITED, drop_queued=False)
-            else:
-                self._error("rate_limited", SLOW_DOWN, ref)
-            return False
-        return True
+        return self._within(self.bucket, ref)
 
     async def _read(self) -> None:
         """Handle the client's frames until it disconnects; bad frames get an ``error``."""
@@ -164,6 +169,8 @@ class Connection:
                 return
             if member.close_with is not None:
                 continue  # being closed: its frames no longer count
+            if not self._within(self.frames, None):
+                continue
             text = message.get("text")
             if text is None:
                 if self._may_send(None):
@@ -184,7 +191,7 @@ class Connection:
                     await self._start_publish(frame)
             elif isinstance(frame, Ping):
                 self._reply(PONG_MESSAGE)
-            else:
+            elif self._within(self.frames, None, REFRESH_COST - 1):  # one paid above
                 await self._refresh(frame)
 
     async def _start_publish(self, frame: Publish) -> None:

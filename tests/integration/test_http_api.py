@@ -196,7 +196,6 @@ async def test_integers_beyond_64_bits_arrive_as_floats_on_both_paths(
         assert isinstance(via_http[0], float) and isinstance(via_http[2], int)
 
 
-
 @pytest.mark.parametrize(
     "raw", ["NaN", "Infinity", "-Infinity", "1e400", '[1, {"a": -1e999}]', '"\\ud800"']
 )

@@ -2,13 +2,16 @@
 and the other rooms healthy afterwards (tests of a hostile or broken client)."""
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
 from collections.abc import Callable
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
+from itemrooms.api.rate_limit import STRIKES
 from tests.conftest import Mint, assert_healthy
 from tests.support.client import (
     closed_with,
@@ -16,6 +19,7 @@ from tests.support.client import (
     join,
     open_room,
     recv_json,
+    recv_type,
     send_json,
 )
 from tests.support.server import ServerProcess
@@ -63,6 +67,61 @@ async def test_a_publish_flood_gets_error_frames_then_a_close(
     assert refused and all(f["code"] == "rate_limited" for f in refused)
     assert (code, reason) == (1008, "rate_limited")
     await assert_healthy(server)
+
+
+FLOOD = 2000
+FLOODS = {
+    "ping": lambda mint: '{"type": "ping"}',
+    "refresh": lambda mint: json.dumps({"type": "refresh", "token": mint()}),
+    "malformed": lambda mint: "{not json",
+    "unknown type": lambda mint: '{"type": "nothing"}',
+}
+
+
+@pytest.mark.parametrize("kind", list(FLOODS))
+async def test_a_flood_of_any_frame_is_refused_then_closed(
+    start_server: Starter, mint: Mint, item: str, kind: str
+) -> None:
+    """Every frame counts against ITEMROOMS_FRAME_RATE_LIMIT (default 100/s at the
+    default publish rate), a refresh as 20: 2,000 of them cost at most a few hundred
+    answers (and a few signature checks), then 1008 rate_limited."""
+    server = start_server(rate_limit=50)  # the defaults: 50 publishes, 100 frames a second
+    bystander, _ = await join(server, f"{item}-other", mint("bystander"))
+    ws, _ = await join(server, item, mint())
+    frame = FLOODS[kind](mint)
+    with contextlib.suppress(ConnectionClosed):  # the close may come before the last
+        for _ in range(FLOOD):
+            await ws.send(frame)
+    frames, code, reason = await drain_until_closed(ws, timeout=10)
+    assert (code, reason) == (1008, "rate_limited")
+    decoded = [json.loads(f) for f in frames]
+    refused = [f for f in decoded if f.get("code") == "rate_limited"]
+    answered = [f for f in decoded if f.get("code") != "rate_limited"]
+    assert 1 <= len(refused) <= STRIKES + 1
+    # The burst (100 frames) and what refilled while the flood went on.
+    assert len(answered) <= (15 if kind == "refresh" else 300), len(answered)
+    async with bystander:  # another room, same process: unharmed
+        await send_json(bystander, {"type": "publish", "data": "still here", "ref": "b"})
+        assert (await recv_type(bystander, "message"))["ref"] == "b"
+    await assert_healthy(server)
+
+
+async def test_frames_within_the_frame_rate_are_all_answered(
+    start_server: Starter, mint: Mint, item: str
+) -> None:
+    server = start_server(rate_limit=50)
+    ws, _ = await join(server, item, mint())
+    async with ws:
+        for _ in range(90):  # within the burst of 100
+            await send_json(ws, {"type": "ping"})
+        assert [(await recv_json(ws))["type"] for _ in range(90)] == ["pong"] * 90
+
+
+def test_a_frame_rate_below_the_publish_rate_is_refused_at_startup(
+    start_server: Starter,
+) -> None:
+    with pytest.raises(RuntimeError, match="ITEMROOMS_FRAME_RATE_LIMIT counts every frame"):
+        start_server(rate_limit=200, frame_rate_limit=150)
 
 
 async def test_publishing_within_the_rate_is_never_refused(
