@@ -32,6 +32,7 @@ from itemrooms.api.hub.backends import make_backend
 from itemrooms.api.hub.hub import Hub
 from itemrooms.api.log_redaction import install_redaction
 from itemrooms.api.metrics import Metrics
+from itemrooms.api.rate_limit import UserBuckets
 from itemrooms.api.routes import health, items, rooms
 from itemrooms.api.routes.demo import STATIC_DIR
 from itemrooms.api.runtime import STATE_KEY, Runtime
@@ -99,6 +100,7 @@ class Itemrooms:
             self.verifier,
             hub,
             ConnectionLimits(settings.max_connections, settings.max_connections_per_user),
+            UserBuckets(settings.http_rate_limit),
         )
         setattr(app.state, STATE_KEY, runtime)
         # What exists now (modules, the app, its routes) lives as long as the process:

@@ -8,7 +8,9 @@ over a rate is refused with an ``error`` frame; a client that keeps going after
 ``STRIKES`` refusals in a row is closed with 1008 ``rate_limited``.
 """
 
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 STRIKES = 10
@@ -45,3 +47,35 @@ class TokenBucket:
     def exhausted(self) -> bool:
         """The client kept publishing after being told to slow down."""
         return self.strikes > STRIKES
+
+
+class UserBuckets:
+    """A TokenBucket per user (``sub``), for what no connection holds: HTTP publishes.
+
+    At most ``users`` buckets are kept, the least recently used dropped first: a
+    dropped bucket was full or nearly so (a user who publishes keeps theirs fresh),
+    and every user needs a token the issuer signed, so a flood of new users is not
+    a flood of free publishes."""
+
+    __slots__ = ("_rate", "_users", "_buckets", "_clock")
+
+    def __init__(
+        self, rate: float, users: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._rate = rate
+        self._users = users
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._clock = clock
+
+    def retry_after(self, user: str) -> int:
+        """0 if ``user`` may publish now (and it is counted), else whole seconds to wait."""
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = TokenBucket(self._rate, clock=self._clock)
+            if len(self._buckets) > self._users:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(user)
+        if bucket.allow():
+            return 0
+        return max(1, math.ceil(1 / self._rate))

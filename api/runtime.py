@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection
 if TYPE_CHECKING:
     from itemrooms.api.connection_limits import ConnectionLimits
     from itemrooms.api.hub.hub import Hub
+    from itemrooms.api.rate_limit import UserBuckets
     from itemrooms.api.settings import Settings
     from itemrooms.auth.tokens import TokenVerifier
 
@@ -34,6 +35,7 @@ class Runtime:
     verifier: TokenVerifier
     hub: Hub
     limits: ConnectionLimits
+    http_publishes: UserBuckets
 
 
 class NotRunning(HTTPException):

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # per second per connection; default twice ITEMROOMS_RATE_LIMIT, at least 100. A
     # refresh counts as REFRESH_COST frames (a signature check each).
     frame_rate_limit: float | None = Field(None, gt=0)
+    # HTTP publishes per second per user (sub) per process, bursting to one second's
+    # worth: raise it for a backend's service account that publishes for every item.
+    http_rate_limit: float = Field(200, gt=0)
     # Open connections per process, and per user (sub) per process.
     max_connections: int = Field(10_000, ge=1)
     max_connections_per_user: int = Field(100, ge=1)

@@ -72,6 +72,7 @@ class Options:
                 "ITEMROOMS_ENV": "production",
                 "ITEMROOMS_PRESENCE_TTL_S": str(self.presence_ttl_s),
                 "ITEMROOMS_RATE_LIMIT": "100000",
+                "ITEMROOMS_HTTP_RATE_LIMIT": "100000",
                 "ITEMROOMS_LOG_LEVEL": "info",
             }
         )

@@ -30,6 +30,7 @@ def server_env(**overrides: Any) -> dict[str, str]:
         "ITEMROOMS_HISTORY_SIZE": str(HISTORY_SIZE),
         # Tests publish in bursts; the rate limit has tests of its own.
         "ITEMROOMS_RATE_LIMIT": "100000",
+        "ITEMROOMS_HTTP_RATE_LIMIT": "100000",
     }
     env.update({f"ITEMROOMS_{k.upper()}": str(v) for k, v in overrides.items()})
     return env

@@ -125,6 +125,7 @@ def message_frame(message: Message) -> MessageFrame:
     responses={
         **AUTH_ERRORS,
         413: {"description": "Body over the message size limit"},
+        429: {"description": "Not published: over ITEMROOMS_HTTP_RATE_LIMIT for this user"},
         503: {"description": "Not published: the backend is unavailable; retry"},
         504: {"description": "Outcome unknown: retry with the same Idempotency-Key"},
     },
@@ -143,7 +144,16 @@ async def publish(
         ),
     ] = None,
 ) -> PublishResponse:
-    settings = runtime(request).settings
+    running = runtime(request)
+    settings = running.settings
+    wait = running.http_publishes.retry_after(claims.sub)
+    if wait:
+        raise HTTPException(
+            429,
+            f"not published: over {settings.http_rate_limit:g} HTTP publishes a second for "
+            "this user; retry later",
+            headers={"Retry-After": str(wait)},
+        )
     if depth(body.data, settings.max_json_depth) > settings.max_json_depth:
         raise invalid_data(f"data nests deeper than {settings.max_json_depth} levels")
     hub = hub_of(request)

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import Mint
+from tests.conftest import Mint, assert_healthy
 from tests.support.client import (
     bearer,
     closed_with,
@@ -223,3 +223,32 @@ async def test_what_the_websocket_path_refuses_http_refuses_with_422(
         after = await recv_json(ws)  # the next frame: nothing was published meanwhile
         assert (after["type"], after["data"], after["seq"]) == ("message", "after", 1)
     assert not [line for line in server.lines[logged:] if "ERROR" in line]
+
+
+async def test_http_publishes_are_limited_per_user(
+    start_server: Callable[..., ServerProcess], mint: Mint, item: str
+) -> None:
+    """ITEMROOMS_HTTP_RATE_LIMIT per sub: over it, 429 with Retry-After and nothing
+    published; another user is not held back by the first one's flood."""
+    server = start_server(http_rate_limit=5)
+    ws, _ = await join(server, item, mint("member"))
+    async with ws, httpx.AsyncClient(base_url=server.http_url, timeout=5) as http:
+        answers = [
+            await http.post(
+                f"/items/{item}/messages", json={"data": i}, headers=bearer(mint("flooder"))
+            )
+            for i in range(40)
+        ]
+        statuses = [a.status_code for a in answers]
+        accepted = [i for i, status in enumerate(statuses) if status == 200]
+        assert 5 <= len(accepted) <= 10 and set(statuses) == {200, 429}, statuses
+        refused = answers[statuses.index(429)]
+        assert refused.headers["retry-after"] == "1"
+        assert "over 5 HTTP publishes a second" in refused.json()["detail"]
+        other = await http.post(
+            f"/items/{item}/messages", json={"data": "other"}, headers=bearer(mint("other"))
+        )
+        assert other.status_code == 200
+        received = [(await recv_type(ws, "message"))["data"] for _ in range(len(accepted) + 1)]
+        assert received == [*accepted, "other"]  # exactly the accepted ones, in order
+    await assert_healthy(server)
