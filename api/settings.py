@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # HTTP publishes per second per user (sub) per process, bursting to one second's
     # worth: raise it for a backend's service account that publishes for every item.
     http_rate_limit: float = Field(200, gt=0)
+    # How long POST /kick refuses the kicked user's joins unless the call says (ban_s).
+    kick_ban_s: float = Field(60.0, ge=0, le=30 * 86400)
     # Open connections per process, and per user (sub) per process.
     max_connections: int = Field(10_000, ge=1)
     max_connections_per_user: int = Field(100, ge=1)

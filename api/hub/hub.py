@@ -35,6 +35,7 @@ from itemrooms.api.close_codes import (
 )
 from itemrooms.api.frames import encode_message, encode_presence, encode_welcome, with_ref
 from itemrooms.api.hub.backends.base import (
+    CLOSED,
     Backend,
     BackendUnavailable,
     Control,
@@ -53,6 +54,15 @@ from itemrooms.api.hub.outgoing import Outgoing
 from itemrooms.api.metrics import Metrics
 
 log = logging.getLogger("itemrooms.hub")
+
+
+class Refused(Exception):
+    """A join the room does not take (closed, or the user is banned): a close, not an error."""
+
+    def __init__(self, close: Close) -> None:
+        super().__init__(close.reason)
+        self.close = close
+
 
 REPLAY_PAGE = 100  # messages read from the backend at a time for a replay
 
@@ -99,6 +109,11 @@ class Hub:
         held: list[Event] = []
         room = await self._enter(item_id, member, held)
         try:
+            # Asked once registered: a kick or close stored after this answer is fanned
+            # out after it too, and reaches this member (Backend.control).
+            refusal = await self.backend.refusal(item_id, member.sender.user)
+            if refusal is not None:
+                raise Refused(ITEM_CLOSED if refusal == CLOSED else FORBIDDEN)
             await self.backend.join(item_id, member.sender)
             snapshot = await self.backend.snapshot(item_id, since, epoch, REPLAY_PAGE)
         except BaseException:
@@ -290,8 +305,13 @@ class Hub:
             if event.action == "close" or member.sender.user == event.user:
                 self.evict(event.item_id, member, close)
 
-    async def control(self, item_id: str, action: str, user: str | None) -> None:
-        await self.backend.control(item_id, action, user)
+    async def control(
+        self, item_id: str, action: str, user: str | None, ban_s: float = 0.0
+    ) -> None:
+        await self.backend.control(item_id, action, user, ban_s)
+
+    async def refusal(self, item_id: str, user: str) -> str | None:
+        return await self.backend.refusal(item_id, user)
 
     @staticmethod
     def _other_frame(event: Presence | Relay) -> Outgoing:

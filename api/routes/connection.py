@@ -36,7 +36,7 @@ from itemrooms.api.frames import (
     parse_client_frame,
 )
 from itemrooms.api.hub.backends.base import BackendUnavailable, OutcomeUnknown, Sender
-from itemrooms.api.hub.hub import Hub
+from itemrooms.api.hub.hub import Hub, Refused
 from itemrooms.api.hub.member import DIRECT_SOCKET, Member
 from itemrooms.api.hub.outgoing import Outgoing
 from itemrooms.api.rate_limit import REFRESH_COST, TokenBucket
@@ -104,12 +104,16 @@ class Connection:
             self._expire_at(self.member.claims.exp)
             await self._read()
         except Exception as exc:
-            if isinstance(exc, BackendUnavailable):  # expected while Redis is away
+            close = INTERNAL_ERROR
+            if isinstance(exc, Refused):  # closed, or banned: the moderator's word
+                close = exc.close
+                metrics.rejections.labels(close.reason).inc()
+            elif isinstance(exc, BackendUnavailable):  # expected while Redis is away
                 metrics.backend_errors.inc()
                 log.warning("room %s: refused %s: %s", self.item_id, self.member.client_id, exc)
             else:
                 log.exception("room %s: connection %s failed", self.item_id, self.member.client_id)
-            self.member.close(INTERNAL_ERROR)
+            self.member.close(close)
             # Give the writer a moment to deliver the close; a client that does not read
             # must not keep this handler alive.
             await self.member.closed(CLOSE_WAIT_S)

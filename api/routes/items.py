@@ -13,7 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from itemrooms.api.frames import ID_PATTERN, MemberModel, MessageFrame, depth, encode_data
-from itemrooms.api.hub.backends.base import BackendUnavailable, Message, OutcomeUnknown, Sender
+from itemrooms.api.hub.backends.base import (
+    CLOSED,
+    BackendUnavailable,
+    Message,
+    OutcomeUnknown,
+    Sender,
+)
 from itemrooms.api.hub.hub import Hub
 from itemrooms.api.runtime import runtime
 from itemrooms.auth.credentials import ItemId
@@ -59,8 +65,18 @@ class PresenceResponse(BaseModel):
     members: list[MemberModel]
 
 
+MAX_BAN_S = 30 * 86400
+
+
 class KickRequest(BaseModel):
     sub: str = Field(min_length=1, max_length=256, description="The user whose connections close")
+    ban_s: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_BAN_S,
+        description="For how long the user's joins are then refused (1008 forbidden), on "
+        "every process; 0 for a kick that does not hold; default ITEMROOMS_KICK_BAN_S",
+    )
 
 
 class ControlResponse(BaseModel):
@@ -125,6 +141,7 @@ def message_frame(message: Message) -> MessageFrame:
     responses={
         **AUTH_ERRORS,
         413: {"description": "Body over the message size limit"},
+        409: {"description": "Not published: the item is closed (POST /items/{id}/open)"},
         429: {"description": "Not published: over ITEMROOMS_HTTP_RATE_LIMIT for this user"},
         503: {"description": "Not published: the backend is unavailable; retry"},
         504: {"description": "Outcome unknown: retry with the same Idempotency-Key"},
@@ -163,6 +180,8 @@ async def publish(
     except ValueError as exc:
         raise invalid_data(str(exc)) from exc
     try:
+        if await hub.refusal(item_id, claims.sub) == CLOSED:
+            raise HTTPException(409, "not published: the item is closed; POST /items/{id}/open")
         published = await hub.publish(item_id, sender, data, None, idempotency_key)
     except BackendUnavailable as exc:
         hub.metrics.backend_errors.inc()
@@ -227,7 +246,8 @@ async def presence(item_id: ItemId, claims: Reader, request: Request) -> Presenc
 
 @router.post(
     "/kick",
-    summary="Close one user's connections to the room on every process (needs items:admin)",
+    summary="Close one user's connections to the room on every process, and refuse the "
+    "user's joins for ban_s seconds (needs items:admin)",
     status_code=202,
     response_model=ControlResponse,
     responses=AUTH_ERRORS,
@@ -235,8 +255,10 @@ async def presence(item_id: ItemId, claims: Reader, request: Request) -> Presenc
 async def kick(
     item_id: ItemId, claims: Admin, request: Request, body: KickRequest
 ) -> ControlResponse:
+    running = runtime(request)
+    ban_s = running.settings.kick_ban_s if body.ban_s is None else body.ban_s
     try:
-        await hub_of(request).control(item_id, "kick", body.sub)
+        await running.hub.control(item_id, "kick", body.sub, ban_s)
     except BackendUnavailable as exc:
         raise unavailable() from exc
     return ControlResponse(item_id=item_id, action="kick")
@@ -244,7 +266,8 @@ async def kick(
 
 @router.post(
     "/close",
-    summary="Close the room for every member, e.g. the item was deleted (needs items:admin)",
+    summary="Close the room for every member and refuse joins and HTTP publishes until "
+    "it is opened, e.g. the item was deleted (needs items:admin)",
     status_code=202,
     response_model=ControlResponse,
     responses=AUTH_ERRORS,
@@ -255,3 +278,17 @@ async def close(item_id: ItemId, claims: Admin, request: Request) -> ControlResp
     except BackendUnavailable as exc:
         raise unavailable() from exc
     return ControlResponse(item_id=item_id, action="close")
+
+
+@router.post(
+    "/open",
+    summary="Reopen a closed room: joins and publishes are taken again (needs items:admin)",
+    response_model=ControlResponse,
+    responses=AUTH_ERRORS,
+)
+async def open_item(item_id: ItemId, claims: Admin, request: Request) -> ControlResponse:
+    try:
+        await hub_of(request).control(item_id, "open", None)
+    except BackendUnavailable as exc:
+        raise unavailable() from exc
+    return ControlResponse(item_id=item_id, action="open")

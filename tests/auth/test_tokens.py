@@ -65,7 +65,7 @@ def test_missing_exp_is_refused_though_jose_accepts_it(verifier: TokenVerifier) 
 
 
 @pytest.mark.parametrize(
-    "claims", [{"exp": 2**40}, {"sub": "", "exp": 2**40}, {"sub": 7, "exp": 2**40}]
+    "claims", [{"exp": 2**37}, {"sub": "", "exp": 2**37}, {"sub": 7, "exp": 2**37}]
 )
 def test_missing_or_bad_sub_is_refused(verifier: TokenVerifier, claims: dict[str, Any]) -> None:
     with pytest.raises(TokenInvalid):

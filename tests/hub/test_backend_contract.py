@@ -6,7 +6,16 @@ back through pub/sub), so tests wait for them, bounded, instead of reading at on
 
 import asyncio
 
-from itemrooms.api.hub.backends.base import Backend, Message, Presence, Relay, Sender
+from itemrooms.api.hub.backends.base import (
+    BANNED,
+    CLOSED,
+    Backend,
+    Control,
+    Message,
+    Presence,
+    Relay,
+    Sender,
+)
 from tests.hub.conftest import HISTORY, Recorder
 
 ALICE = Sender("alice", "c_a")
@@ -248,3 +257,39 @@ async def test_a_repeat_after_the_original_left_history_still_is_not_published(
     # History no longer has it: the copy carries this publish's data (an id names one message).
     assert (again.duplicate.data, again.duplicate.id) == (b'"first"', "early")
     assert (await b.snapshot("r", None)).seq == HISTORY * 30 + 1
+
+
+async def test_a_close_holds_until_the_room_is_opened(backend: Fixture) -> None:
+    b, events = backend
+    await b.subscribe("r")
+    assert await b.refusal("r", "alice") is None
+    await b.control("r", "close", None)
+    await events.until(lambda evs: Control("r", "close", None) in evs)
+    assert await b.refusal("r", "alice") == CLOSED
+    assert await b.refusal("r", "bob") == CLOSED
+    assert await b.refusal("other", "alice") is None
+    await b.control("r", "open", None)
+    assert await b.refusal("r", "alice") is None
+    await b.publish("r", ALICE, b"0", None)  # a marker: "open" was fanned out to nobody
+    await events.until(lambda evs: isinstance(evs[-1], Message))
+    assert [e for e in events.events if isinstance(e, Control)] == [Control("r", "close", None)]
+
+
+async def test_a_kick_with_a_ban_holds_for_its_time_and_only_for_its_user(
+    backend: Fixture,
+) -> None:
+    b, events = backend
+    await b.subscribe("r")
+    await b.control("r", "kick", "bob")  # no ban: the kick alone
+    assert await b.refusal("r", "bob") is None
+    await b.control("r", "kick", "alice", ban_s=0.5)
+    await events.until(lambda evs: Control("r", "kick", "alice") in evs)
+    assert await b.refusal("r", "alice") == BANNED
+    assert await b.refusal("r", "bob") is None
+    assert await b.refusal("other", "alice") is None
+
+    async def lifted() -> None:
+        while await b.refusal("r", "alice") is not None:
+            await asyncio.sleep(0.05)  # polling a deadline, bounded below
+
+    await asyncio.wait_for(lifted(), 5)

@@ -72,7 +72,7 @@ class FakeTransport:
 
 
 def make_member(hub: Hub, user: str, socket: FakeTransport, limit: int = 100) -> Member:
-    claims = Claims(sub=user, exp=2**40, scope=frozenset({"items:read", "items:write"}))
+    claims = Claims(sub=user, exp=2**37, scope=frozenset({"items:read", "items:write"}))
     sender = Sender(user, f"c_{user}")
     return Member(sender, claims, True, socket.send, limit, direct=socket, batch=hub.flush_batch)
 

@@ -79,7 +79,7 @@ class FakeSocket:
 class Client:
     def __init__(self, hub: Hub, user: str, limit: int = 10_000, stalled: bool = False) -> None:
         self.socket = FakeSocket(stalled)
-        claims = Claims(sub=user, exp=2**40, scope=frozenset({"items:read", "items:write"}))
+        claims = Claims(sub=user, exp=2**37, scope=frozenset({"items:read", "items:write"}))
         self.member = Member(Sender(user, f"c_{user}"), claims, True, self.socket.send, limit)
 
     async def settle(self) -> None:

@@ -15,7 +15,7 @@ from itemrooms.api.hub.member import Member
 from itemrooms.auth.tokens import Claims
 from tests.hub.test_hub import Client, FakeSocket
 
-CLAIMS = Claims(sub="r", exp=2**40, scope=frozenset({"items:read", "items:write"}))
+CLAIMS = Claims(sub="r", exp=2**37, scope=frozenset({"items:read", "items:write"}))
 
 
 class CountingBackend(MemoryBackend):

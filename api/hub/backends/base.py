@@ -54,8 +54,13 @@ class Control:
     """The application closes connections: ``kick`` one user's, or ``close`` the room."""
 
     item_id: str
-    action: str  # "kick" or "close"
+    action: str  # "kick" or "close" ("open" is never fanned out: nobody is closed)
     user: str | None  # the user to kick; None to close the room
+
+
+# What Backend.refusal answers for a join (api/close_codes.py's reasons).
+BANNED = "forbidden"  # kicked with a ban that still holds
+CLOSED = "item_closed"  # closed, not yet reopened
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +149,19 @@ class Backend(Protocol):
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         """Fan out a binary frame; not stored, not sequenced."""
 
-    async def control(self, item_id: str, action: str, user: str | None) -> None:
-        """Fan out a kick or a close to every process with members in the room."""
+    async def control(
+        self, item_id: str, action: str, user: str | None, ban_s: float = 0.0
+    ) -> None:
+        """Apply a moderator's action in every process, and remember what must hold.
+
+        ``kick``: ``user``'s connections close; with ``ban_s`` the user's joins are
+        refused for that long. ``close``: every connection closes and joins are refused
+        until ``open``. What is remembered is stored before the kick or close is fanned
+        out, so a join either sees it (Backend.refusal) or was registered in time to be
+        closed by the fan-out."""
+
+    async def refusal(self, item_id: str, user: str) -> str | None:
+        """Why ``user`` may not join now: CLOSED, BANNED, or None."""
 
     async def join(self, item_id: str, member: Sender) -> None:
         """Add to presence and fan out a ``join`` event."""

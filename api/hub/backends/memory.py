@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from itemrooms.api.hub.backends.base import (
+    BANNED,
+    CLOSED,
     Control,
     Event,
     EventSink,
@@ -67,6 +69,8 @@ class MemoryBackend:
         self._losses = 0
         self._rooms: dict[str, _Room] = {}
         self._subscribed: set[str] = set()
+        self._closed: set[str] = set()  # closed items, until opened
+        self._bans: dict[tuple[str, str], float] = {}  # (item, user): banned until
         self._sink: EventSink | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -180,8 +184,25 @@ class MemoryBackend:
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         self._emit(Relay(item_id, sender, payload))
 
-    async def control(self, item_id: str, action: str, user: str | None) -> None:
+    async def control(
+        self, item_id: str, action: str, user: str | None, ban_s: float = 0.0
+    ) -> None:
+        now = self._clock()
+        self._bans = {key: until for key, until in self._bans.items() if until > now}
+        if action == "open":
+            self._closed.discard(item_id)
+            return
+        if action == "close":
+            self._closed.add(item_id)
+        elif ban_s > 0 and user is not None:
+            self._bans[(item_id, user)] = now + ban_s
         self._emit(Control(item_id, action, user))
+
+    async def refusal(self, item_id: str, user: str) -> str | None:
+        if item_id in self._closed:
+            return CLOSED
+        until = self._bans.get((item_id, user))
+        return BANNED if until is not None and until > self._clock() else None
 
     async def join(self, item_id: str, member: Sender) -> None:
         self._room(item_id).members[member.client_id] = member

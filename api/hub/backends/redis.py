@@ -34,6 +34,8 @@ import orjson
 
 from itemrooms.api.hub.backends import redis_scripts
 from itemrooms.api.hub.backends.base import (
+    BANNED,
+    CLOSED,
     BackendUnavailable,
     Control,
     EpochChange,
@@ -248,12 +250,38 @@ class RedisBackend:
         except REDIS_ERRORS as exc:
             raise BackendUnavailable(str(exc)) from exc
 
-    async def control(self, item_id: str, action: str, user: str | None) -> None:
-        payload = b"c" + orjson.dumps([action, user])
+    async def control(
+        self, item_id: str, action: str, user: str | None, ban_s: float = 0.0
+    ) -> None:
+        # One MULTI: what must hold is stored before any process hears of the kick or close.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if action == "open":
+                pipe.delete(self._key("closed", item_id))
+            elif action == "close":
+                pipe.set(self._key("closed", item_id), b"1")
+            elif ban_s > 0 and user is not None:
+                pipe.set(self._ban_key(item_id, user), b"1", px=max(1, round(ban_s * 1000)))
+            if action != "open":
+                pipe.publish(self._channel(item_id), b"c" + orjson.dumps([action, user]))
+            try:
+                await pipe.execute()
+            except REDIS_ERRORS as exc:
+                raise BackendUnavailable(str(exc)) from exc
+
+    async def refusal(self, item_id: str, user: str) -> str | None:
         try:
-            await self._redis.publish(self._channel(item_id), payload)
+            closed, banned = await self._redis.mget(
+                self._key("closed", item_id), self._ban_key(item_id, user)
+            )
         except REDIS_ERRORS as exc:
             raise BackendUnavailable(str(exc)) from exc
+        if closed is not None:
+            return CLOSED
+        return BANNED if banned is not None else None
+
+    def _ban_key(self, item_id: str, user: str) -> str:
+        # A newline cannot be in an item id, so no two (item, user) pairs share a key.
+        return f"{self._prefix}ban:{item_id}\n{user}"
 
     async def join(self, item_id: str, member: Sender) -> None:
         await self.presence.join(item_id, member)
