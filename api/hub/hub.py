@@ -310,9 +310,6 @@ class Hub:
     ) -> None:
         await self.backend.control(item_id, action, user, ban_s)
 
-    async def refusal(self, item_id: str, user: str) -> str | None:
-        return await self.backend.refusal(item_id, user)
-
     @staticmethod
     def _other_frame(event: Presence | Relay) -> Outgoing:
         if isinstance(event, Presence):

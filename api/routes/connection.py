@@ -17,6 +17,7 @@ from fastapi import WebSocket
 from itemrooms.api.close_codes import (
     FORBIDDEN,
     INTERNAL_ERROR,
+    ITEM_CLOSED,
     RATE_LIMITED,
     SLOW_CONSUMER,
     TOKEN_EXPIRED,
@@ -35,7 +36,12 @@ from itemrooms.api.frames import (
     error_frame,
     parse_client_frame,
 )
-from itemrooms.api.hub.backends.base import BackendUnavailable, OutcomeUnknown, Sender
+from itemrooms.api.hub.backends.base import (
+    BackendUnavailable,
+    ItemClosed,
+    OutcomeUnknown,
+    Sender,
+)
 from itemrooms.api.hub.hub import Hub, Refused
 from itemrooms.api.hub.member import DIRECT_SOCKET, Member
 from itemrooms.api.hub.outgoing import Outgoing
@@ -226,6 +232,8 @@ class Connection:
         except OutcomeUnknown:
             self.hub.metrics.backend_errors.inc()
             self._error("outcome_unknown", OUTCOME_UNKNOWN, frame.ref)
+        except ItemClosed:  # closed while this publish was on its way: its close answers it
+            self._close(ITEM_CLOSED)
         else:
             if published.duplicate is not None:
                 # Nobody else hears of it: the sender alone gets the original again.

@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 
 from itemrooms.api.frames import ID_PATTERN, MemberModel, MessageFrame, depth, encode_data
 from itemrooms.api.hub.backends.base import (
-    CLOSED,
     BackendUnavailable,
+    ItemClosed,
     Message,
     OutcomeUnknown,
     Sender,
@@ -180,9 +180,11 @@ async def publish(
     except ValueError as exc:
         raise invalid_data(str(exc)) from exc
     try:
-        if await hub.refusal(item_id, claims.sub) == CLOSED:
-            raise HTTPException(409, "not published: the item is closed; POST /items/{id}/open")
         published = await hub.publish(item_id, sender, data, None, idempotency_key)
+    except ItemClosed as exc:
+        raise HTTPException(
+            409, "not published: the item is closed; POST /items/{id}/open"
+        ) from exc
     except BackendUnavailable as exc:
         hub.metrics.backend_errors.inc()
         raise unavailable() from exc
@@ -255,13 +257,8 @@ async def presence(item_id: ItemId, claims: Reader, request: Request) -> Presenc
 async def kick(
     item_id: ItemId, claims: Admin, request: Request, body: KickRequest
 ) -> ControlResponse:
-    running = runtime(request)
-    ban_s = running.settings.kick_ban_s if body.ban_s is None else body.ban_s
-    try:
-        await running.hub.control(item_id, "kick", body.sub, ban_s)
-    except BackendUnavailable as exc:
-        raise unavailable() from exc
-    return ControlResponse(item_id=item_id, action="kick")
+    ban_s = runtime(request).settings.kick_ban_s if body.ban_s is None else body.ban_s
+    return await moderate(request, item_id, "kick", body.sub, ban_s)
 
 
 @router.post(
@@ -273,11 +270,7 @@ async def kick(
     responses=AUTH_ERRORS,
 )
 async def close(item_id: ItemId, claims: Admin, request: Request) -> ControlResponse:
-    try:
-        await hub_of(request).control(item_id, "close", None)
-    except BackendUnavailable as exc:
-        raise unavailable() from exc
-    return ControlResponse(item_id=item_id, action="close")
+    return await moderate(request, item_id, "close")
 
 
 @router.post(
@@ -287,8 +280,14 @@ async def close(item_id: ItemId, claims: Admin, request: Request) -> ControlResp
     responses=AUTH_ERRORS,
 )
 async def open_item(item_id: ItemId, claims: Admin, request: Request) -> ControlResponse:
+    return await moderate(request, item_id, "open")
+
+
+async def moderate(
+    request: Request, item_id: str, action: str, user: str | None = None, ban_s: float = 0.0
+) -> ControlResponse:
     try:
-        await hub_of(request).control(item_id, "open", None)
+        await hub_of(request).control(item_id, action, user, ban_s)
     except BackendUnavailable as exc:
         raise unavailable() from exc
-    return ControlResponse(item_id=item_id, action="open")
+    return ControlResponse(item_id=item_id, action=action)

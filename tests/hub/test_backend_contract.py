@@ -6,11 +6,14 @@ back through pub/sub), so tests wait for them, bounded, instead of reading at on
 
 import asyncio
 
+import pytest
+
 from itemrooms.api.hub.backends.base import (
     BANNED,
     CLOSED,
     Backend,
     Control,
+    ItemClosed,
     Message,
     Presence,
     Relay,
@@ -268,8 +271,11 @@ async def test_a_close_holds_until_the_room_is_opened(backend: Fixture) -> None:
     assert await b.refusal("r", "alice") == CLOSED
     assert await b.refusal("r", "bob") == CLOSED
     assert await b.refusal("other", "alice") is None
+    with pytest.raises(ItemClosed):
+        await b.publish("r", ALICE, b"1", None, "an-id")  # nothing published, id unspent
     await b.control("r", "open", None)
     assert await b.refusal("r", "alice") is None
+    assert (await b.publish("r", ALICE, b"1", None, "an-id")).duplicate is None
     await b.publish("r", ALICE, b"0", None)  # a marker: "open" was fanned out to nobody
     await events.until(lambda evs: isinstance(evs[-1], Message))
     assert [e for e in events.events if isinstance(e, Control)] == [Control("r", "close", None)]

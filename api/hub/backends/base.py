@@ -80,6 +80,10 @@ class BackendUnavailable(Exception):
     a publish refused with this was certainly not published."""
 
 
+class ItemClosed(Exception):
+    """The item is closed (``control(..., "close")``) until opened: nothing was published."""
+
+
 class OutcomeUnknown(Exception):
     """The backend took the publish but gave no answer in time: it may or may not be
     stored. Only a retry with the same id can tell (it is applied at most once)."""
@@ -137,6 +141,7 @@ class Backend(Protocol):
         original message comes back as ``Published.duplicate``. The check and the
         publish are one atomic step, so concurrent retries apply once.
 
+        Raises ItemClosed, atomically with the check, when the item is closed.
         Raises BackendUnavailable when certainly nothing was published, and
         OutcomeUnknown when the backend may have applied it (never retried here:
         only a publish with an id is safe to retry, and the client does that).

@@ -14,6 +14,7 @@ from itemrooms.api.hub.backends.base import (
     Control,
     Event,
     EventSink,
+    ItemClosed,
     Message,
     Presence,
     Published,
@@ -147,6 +148,8 @@ class MemoryBackend:
     async def publish(
         self, item_id: str, sender: Sender, data: bytes, ref: str | None, id: str | None = None
     ) -> Published:
+        if item_id in self._closed:
+            raise ItemClosed(item_id)
         room = self._room(item_id)
         if id is not None:
             original = self._seen(item_id, room, sender.user, id, data)

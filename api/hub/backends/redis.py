@@ -41,6 +41,7 @@ from itemrooms.api.hub.backends.base import (
     EpochChange,
     Event,
     EventSink,
+    ItemClosed,
     Message,
     Presence,
     Published,
@@ -230,10 +231,13 @@ class RedisBackend:
         room = self._rooms.get(item_id)
         keys = [meta, self._key("history", item_id), self._channel(item_id)]
         keys.append(meta if id is None else self._dedup_key(item_id, sender.user, id))
+        keys.append(self._key("closed", item_id))
         args: list[Any] = [sender.user, sender.client_id, ref or "", data, self._history_size]
         args += [self._history_ttl_ms, id or "", self._dedup_ms, self._epoch_node]
         args.append(room.last_seq if room is not None else 0)
         result = await self._publishes.publish(keys, args)
+        if result[0] == 2:
+            raise ItemClosed(item_id)
         seq, epoch = int(result[1]), _text(result[2])
         if not result[0]:
             return Published(seq, epoch)

@@ -32,14 +32,16 @@ local function new_epoch(meta, history, node, floor, ttl)
 end
 """
 
-# KEYS: meta, history, channel, dedup key (meta again when no id).
+# KEYS: meta, history, channel, dedup key (meta again when no id), closed mark.
 # ARGV: user, client_id, ref, data, history size, TTL (ms), id ('' for none),
 #       dedup window (ms), node, floor.
-# Returns {0, seq, epoch} for a new message, or {1, seq, epoch, ts, client_id, data
-# or false} when the id was already published in this epoch (nothing is written).
+# Returns {0, seq, epoch} for a new message, {1, seq, epoch, ts, client_id, data
+# or false} when the id was already published in this epoch (nothing is written),
+# or {2} when the item is closed (nothing is written).
 PUBLISH = (
     _NEW_EPOCH
     + """
+if redis.call('EXISTS', KEYS[5]) == 1 then return {2} end
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then e = new_epoch(KEYS[1], KEYS[2], ARGV[9], ARGV[10], ARGV[6]) end
 local id = ARGV[7]
