@@ -14,7 +14,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from bench import fanout, latency, memory, slowconsumer, smallrooms, storm
+from bench import fanout, flood, latency, memory, slowconsumer, smallrooms, storm
 from bench.servers import PLAIN
 from bench.system import RESULTS
 
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n=== slow consumer ===", flush=True)
     slow_json = RESULTS / f"slowconsumer-{stamp}.json"
     statuses["slowconsumer"] = slowconsumer.main([*common, "--out", str(slow_json)])
+    print("\n=== frame flood ===", flush=True)
+    flood_json = RESULTS / f"flood-{stamp}.json"
+    statuses["flood"] = flood.main([*common, "--out", str(flood_json)])
     failed = [name for name, status in statuses.items() if status]
     verdicts = ", ".join(f"{name} {'FAILED' if s else 'ok'}" for name, s in statuses.items())
     print(f"\nscenarios: {verdicts}")

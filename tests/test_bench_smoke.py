@@ -5,7 +5,7 @@ quick run exits non-zero when a member missed a message, a server failed, or
 (the storm) a bad token was not refused as the protocol says; that, the JSON
 and the plot next to it (when matplotlib, the ``bench`` extra, is installed)
 are what is asserted. Each scenario is a subprocess with its own bounded
-timeout; the six together take about 100 s on a two-core machine.
+timeout; the seven together take about 110 s on a two-core machine.
 """
 
 import importlib.util
@@ -108,3 +108,14 @@ def test_slowconsumer_quick(tmp_path: Path) -> None:
     assert runs[("itemrooms", "reading")]["lost"] == 0
     assert "itemrooms slow/reading" in report["ratios"]
     assert report["problems"] == []
+
+
+@pytest.mark.timeout(60)
+def test_flood_quick_closes_the_flooder_only_with_the_budget(tmp_path: Path) -> None:
+    report = run_quick("bench.flood", tmp_path / "flood.json")
+    summary = report["summary"]
+    assert set(summary) == {"quiet", "budget", "unlimited"}
+    assert all(row["samples"] > 0 for row in summary.values())
+    assert summary["budget"]["flooder_closed"] >= 1  # 1008 rate_limited, again and again
+    assert summary["unlimited"]["flooder_closed"] == 0
+    assert summary["quiet"]["flood_frames_per_s"] == 0
