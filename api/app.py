@@ -14,8 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from itemrooms.api.embedding import Itemrooms
 from itemrooms.api.routes import demo, protocol_docs
 from itemrooms.api.settings import Settings
-
-VERSION = "0.1.0"
+from itemrooms.api.version import VERSION
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

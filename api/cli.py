@@ -1,4 +1,4 @@
-"""The ``itemrooms`` command: serve, token, openapi."""
+"""The itemrooms command: serve, token, check, verify-token, openapi."""
 
 import argparse
 import sys
@@ -8,7 +8,10 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from itemrooms.api.cli_checks import check, verify_token
+from itemrooms.api.config_report import redact_url
 from itemrooms.api.settings import Settings
+from itemrooms.api.version import VERSION
 
 DEMO_ITEM = "demo"
 
@@ -53,17 +56,6 @@ def redis_problem(url: str) -> str | None:
     finally:
         client.close()
     return None
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for error messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -162,7 +154,12 @@ def host_problem(host: str, port: int) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="itemrooms", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="itemrooms",
+        description="An authenticated WebSocket room for every item of your application. "
+        "Settings come from ITEMROOMS_* environment variables (see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"itemrooms {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("serve", help="run the server (uvicorn underneath)")
@@ -178,6 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=positive_int, default=3600, help="seconds until it expires")
     p.add_argument("--name", default=None, help="display name")
     p.set_defaults(run=token)
+
+    p = commands.add_parser(
+        "check",
+        help="validate the settings, reach the backend, print the configuration in force "
+        "(secrets redacted); exit 1 on a problem",
+    )
+    p.set_defaults(run=check)
+
+    p = commands.add_parser(
+        "verify-token",
+        help="say why this configuration would refuse a token, or what it allows; exit 1 "
+        "if refused",
+    )
+    p.add_argument("token", help="the JWT")
+    p.add_argument("--item", default=None, help="also say whether it may join this item")
+    p.set_defaults(run=verify_token)
 
     p = commands.add_parser(
         "openapi", help="(re)write openapi/openapi.json and openapi/asyncapi.yaml"

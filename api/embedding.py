@@ -20,12 +20,15 @@ change nothing on the wire.
 """
 
 import gc
+import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter
 from starlette.applications import Starlette
 
+from itemrooms.api.config_report import startup_line, unknown_variables
 from itemrooms.api.connection_limits import ConnectionLimits
 from itemrooms.api.dev_secret import warn_development
 from itemrooms.api.hub.backends import make_backend
@@ -37,8 +40,11 @@ from itemrooms.api.routes import health, items, rooms
 from itemrooms.api.routes.demo import STATIC_DIR
 from itemrooms.api.runtime import STATE_KEY, Runtime
 from itemrooms.api.settings import Settings, get_settings
+from itemrooms.api.version import VERSION
 from itemrooms.auth.jwks import JwksCache
 from itemrooms.auth.tokens import TokenVerifier
+
+log = logging.getLogger("itemrooms")
 
 
 def make_jwks(settings: Settings) -> JwksCache | None:
@@ -79,6 +85,8 @@ class Itemrooms:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         install_redaction()
+        for problem in unknown_variables(os.environ):
+            log.warning(problem)
         if self.settings.env == "development":
             warn_development(self.settings.dev_secret_file)
         self.verifier = make_verifier(self.settings)
@@ -103,6 +111,7 @@ class Itemrooms:
             UserBuckets(settings.http_rate_limit),
         )
         setattr(app.state, STATE_KEY, runtime)
+        log.info(startup_line(settings, VERSION))
         # What exists now (modules, the app, its routes) lives as long as the process:
         # moved out of the collector's generations, it no longer lengthens every full
         # collection, a pause that every connection feels as latency.
