@@ -36,6 +36,7 @@ from itemrooms.api.hub.hub import Hub
 from itemrooms.api.log_redaction import install_redaction
 from itemrooms.api.metrics import Metrics
 from itemrooms.api.rate_limit import UserBuckets
+from itemrooms.api.rejection_log import RejectionLog
 from itemrooms.api.routes import health, items, rooms
 from itemrooms.api.routes.demo import STATIC_DIR
 from itemrooms.api.runtime import STATE_KEY, Runtime
@@ -109,6 +110,7 @@ class Itemrooms:
             hub,
             ConnectionLimits(settings.max_connections, settings.max_connections_per_user),
             UserBuckets(settings.http_rate_limit),
+            RejectionLog(),
         )
         setattr(app.state, STATE_KEY, runtime)
         log.info(startup_line(settings, VERSION))
@@ -120,6 +122,7 @@ class Itemrooms:
         try:
             yield runtime
         finally:
+            runtime.rejections.summarise()
             try:
                 await hub.stop()
             finally:

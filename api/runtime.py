@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from itemrooms.api.connection_limits import ConnectionLimits
     from itemrooms.api.hub.hub import Hub
     from itemrooms.api.rate_limit import UserBuckets
+    from itemrooms.api.rejection_log import RejectionLog
     from itemrooms.api.settings import Settings
     from itemrooms.auth.tokens import TokenVerifier
 
@@ -36,6 +37,7 @@ class Runtime:
     hub: Hub
     limits: ConnectionLimits
     http_publishes: UserBuckets
+    rejections: RejectionLog
 
 
 class NotRunning(HTTPException):

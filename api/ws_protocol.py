@@ -34,6 +34,8 @@ from itemrooms.api.uvicorn_internals import require_internals, unsupported_uvico
 from itemrooms.api.ws_primitives import Flag, ReceiveQueue
 
 HANDSHAKE_TIMEOUT_S = 10.0
+SILENT = logging.getLogger(f"{CONNECTIONS_LOGGER}.silenced")
+SILENT.disabled = True
 
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -120,7 +122,18 @@ class RoomsWebSocketProtocol(WebSocketsSansIOProtocol):
             self.scope["extensions"][DIRECT_SOCKET] = {"socket": self}
 
     async def send(self, message: Any) -> None:
-        await super().send(message)
+        if message["type"] == "websocket.accept" and not self.handshake_complete:
+            # uvicorn's "[accepted]" and websockets' "connection open" would be written
+            # now, before the app knows whether it refuses the client: the app writes
+            # the outcome instead (api/access_log.py).
+            logger, self.logger = self.logger, SILENT
+            self.conn.logger = SILENT
+            try:
+                await super().send(message)
+            finally:
+                self.logger = self.conn.logger = logger
+        else:
+            await super().send(message)
         if self.handshake_complete and self.response is not None:
             # The handshake request and response are never looked at again.
             self.request = self.response = None  # type: ignore[assignment]

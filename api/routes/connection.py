@@ -14,6 +14,7 @@ import time
 
 from fastapi import WebSocket
 
+from itemrooms.api.access_log import log_outcome
 from itemrooms.api.close_codes import (
     FORBIDDEN,
     INTERNAL_ERROR,
@@ -46,6 +47,7 @@ from itemrooms.api.hub.hub import Hub, Refused
 from itemrooms.api.hub.member import DIRECT_SOCKET, Member
 from itemrooms.api.hub.outgoing import Outgoing
 from itemrooms.api.rate_limit import REFRESH_COST, TokenBucket
+from itemrooms.api.rejections import note_refusal, refuse
 from itemrooms.api.runtime import runtime
 from itemrooms.api.settings import Settings
 from itemrooms.auth.credentials import accepted_subprotocol
@@ -96,16 +98,16 @@ class Connection:
         self._publishing: set[asyncio.Task[None]] | None = None  # made at the first publish
 
     async def serve(self, since: int | None, epoch: str | None = None) -> None:
-        await self.websocket.accept(subprotocol=accepted_subprotocol(self.websocket))
         user = self.member.sender.user
         metrics = self.hub.metrics
         if not self.limits.acquire(user):
-            metrics.rejections.labels(TOO_MANY_CONNECTIONS.reason).inc()
-            await self.websocket.close(TOO_MANY_CONNECTIONS.code, TOO_MANY_CONNECTIONS.reason)
+            await refuse(self.websocket, TOO_MANY_CONNECTIONS, self.item_id)
             return
         metrics.connections.inc()
         try:
+            await self.websocket.accept(subprotocol=accepted_subprotocol(self.websocket))
             await self.hub.join(self.item_id, self.member, since, epoch)
+            log_outcome(self.websocket, "accepted")
             metrics.joins.inc()
             self._expire_at(self.member.claims.exp)
             await self._read()
@@ -113,7 +115,7 @@ class Connection:
             close = INTERNAL_ERROR
             if isinstance(exc, Refused):  # closed, or banned: the moderator's word
                 close = exc.close
-                metrics.rejections.labels(close.reason).inc()
+                note_refusal(self.websocket, close.reason, self.item_id)
             elif isinstance(exc, BackendUnavailable):  # expected while Redis is away
                 metrics.backend_errors.inc()
                 log.warning("room %s: refused %s: %s", self.item_id, self.member.client_id, exc)

@@ -20,7 +20,7 @@ router = APIRouter()
 @router.websocket("/items/{item_id}/ws")
 async def room_socket(websocket: WebSocket, admitted: Admission) -> None:
     if isinstance(admitted, Close):
-        await refuse(websocket, admitted)
+        await refuse(websocket, admitted, websocket.path_params.get("item_id", "-"))
         return
     await Connection(websocket, admitted.item_id, admitted.claims).serve(
         admitted.since, admitted.epoch
