@@ -1,8 +1,12 @@
 """The itemrooms command: serve, token, check, verify-token, openapi."""
 
 import argparse
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -89,8 +93,27 @@ def serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     options = uvicorn_options(settings, args.host, args.port, args.workers)
-    uvicorn.run("itemrooms.api.app:create_app", **options)
+    with shared_metrics(args.workers):
+        uvicorn.run("itemrooms.api.app:create_app", **options)
     return 0
+
+
+@contextmanager
+def shared_metrics(workers: int) -> Iterator[None]:
+    """Workers share one port, so one scrape must sum them all (api/metrics.py): a fresh
+    PROMETHEUS_MULTIPROC_DIR for this run, unless the operator gave one."""
+    from itemrooms.api.metrics import MULTIPROC_DIR
+
+    if workers == 1 or os.environ.get(MULTIPROC_DIR):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="itemrooms-metrics-")
+    os.environ[MULTIPROC_DIR] = directory
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_DIR]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def token(args: argparse.Namespace) -> int:

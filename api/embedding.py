@@ -127,3 +127,4 @@ class Itemrooms:
                 await hub.stop()
             finally:
                 delattr(app.state, STATE_KEY)
+                hub.metrics.process_ended()

@@ -1,10 +1,30 @@
-"""Prometheus metrics of one process (``GET /metrics``).
+"""Prometheus metrics (``GET /metrics``): of this process, or of every worker at once.
 
-Each app has its own registry (no module-level state). With ``--workers N`` every
-worker keeps its own numbers: scrape each process, or run one process per port.
+Each app has its own registry (no module-level state). With ``--workers N`` the
+workers share one port, so a scrape reaches any one of them: ``itemrooms serve`` then
+sets ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen when
+prometheus-client is imported), every worker writes its values there, and whichever
+worker answers a scrape sums them all. The connections gauge counts live workers only
+(``livesum``); a worker marks itself dead at shutdown.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_DIR))
+
 
 FANOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -14,7 +34,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.connections = Gauge(
-            "itemrooms_connections", "Open room connections in this process", registry=r
+            "itemrooms_connections",
+            "Open room connections (of every worker with --workers)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.joins = Counter("itemrooms_joins", "Room joins", registry=r)
         self.rejections = Counter(
@@ -48,4 +71,14 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not multiprocess_mode():
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker)
+
+    @staticmethod
+    def process_ended() -> None:
+        """This worker's live gauges no longer count (multiprocess mode only)."""
+        if multiprocess_mode():
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
