@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
 
 .PHONY: install run test lint bench browser clean chaos FORCE
 
@@ -33,11 +34,12 @@ $(STAMP): pyproject.toml uv.lock $(MODULES)
 run: install
 	ITEMROOMS_ENV=development ITEMROOMS_BACKEND=memory $(BIN)/itemrooms serve --host 127.0.0.1 --port 8000
 
-# The browser tests need Debian's Chromium; install it once if it is missing.
+# The browser tests need Debian's Chromium, the proxy test Debian's nginx; install
+# them once if they are missing.
 browser:
-	@test -x $(CHROMIUM) || { \
-		echo "installing Debian's chromium for the browser tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	@test -x $(CHROMIUM) && test -x $(NGINX) || { \
+		echo "installing Debian's chromium and nginx for the browser and proxy tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nginx >/dev/null; \
 	}
 
 test: install browser

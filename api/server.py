@@ -61,7 +61,10 @@ def uvicorn_options(settings: Settings, host: str, port: int, workers: int = 1) 
         "loop": "uvloop",
         **protocol_options(settings),
         "lifespan": "on",
-        "proxy_headers": False,
+        # Off unless the operator names its proxies: a forged X-Forwarded-For from
+        # anyone else would otherwise pick the address our logs and checks see.
+        "proxy_headers": settings.forwarded_allow_ips is not None,
+        "forwarded_allow_ips": settings.forwarded_allow_ips or "",
         "log_config": log_config(settings.log_level, settings.access_log),
         "access_log": settings.access_log,
         "log_level": settings.log_level,

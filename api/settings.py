@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     # One line per HTTP request and per WebSocket handshake (api/access_log.py).
     access_log: bool = False
+    # Addresses of the reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are
+    # believed (uvicorn's proxy headers), comma-separated, "*" for any; unset: none.
+    # Then logs, rejections and same-origin checks see the client, not the proxy.
+    forwarded_allow_ips: str | None = None
     # FastAPI's built-in OpenTelemetry spans, metrics and logs, for an app that
     # configures an OpenTelemetry SDK (off: checked on every handshake otherwise).
     opentelemetry: bool = False

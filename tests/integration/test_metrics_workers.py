@@ -4,7 +4,6 @@ mode and whichever worker answers reports the totals of both. (Before, eight scr
 a row alternated between two workers' numbers.)"""
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
