@@ -27,26 +27,37 @@ def run(command: Sequence[str], cwd: Path, ok: bool = True) -> subprocess.Comple
     return done
 
 
-@pytest.fixture(scope="module")
-def consumer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The consumer app, with typescript from its lock and the packed tarball installed."""
-    work = tmp_path_factory.mktemp("js")
+def pack(work: Path) -> Path:
+    """``npm pack`` of clients/js into ``work``: the tarball."""
     packed = run(["npm", "pack", "--pack-destination", str(work), *NPM_QUIET], PACKAGE)
     tarball = work / packed.stdout.strip().splitlines()[-1]
     assert tarball.is_file(), packed.stdout
     assert not (PACKAGE / "itemrooms.js").exists()  # postpack removed the copy
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
-        assert names == {
-            f"package/{n}" for n in ("package.json", "itemrooms.js", "itemrooms.d.ts", "README.md")
-        }, names
+        files = ("package.json", "README.md", "itemrooms.js", "itemrooms.d.ts")
+        files += ("react.js", "react.d.ts", "vue.js", "vue.d.ts")
+        assert names == {f"package/{n}" for n in files}, names
         member = tar.extractfile("package/itemrooms.js")
         assert member is not None
         assert member.read() == (ROOT / "api" / "static" / "itemrooms.js").read_bytes()
-    app = work / "app"
-    shutil.copytree(CONSUMER, app)
+    return tarball
+
+
+def install(app: Path, tarball: Path) -> None:
+    """The app's own locked dependencies, then the tarball, as a user installs it."""
     run(["npm", "ci", *NPM_QUIET], app)
     run(["npm", "install", "--no-save", *NPM_QUIET, str(tarball)], app)
+
+
+@pytest.fixture(scope="module")
+def consumer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The consumer app, with typescript from its lock and the packed tarball installed."""
+    work = tmp_path_factory.mktemp("js")
+    tarball = pack(work)
+    app = work / "app"
+    shutil.copytree(CONSUMER, app)
+    install(app, tarball)
     return app
 
 
