@@ -46,6 +46,50 @@ def demo_links(settings: Settings, host: str, port: int) -> list[str]:
     return links
 
 
+def backend_problem(settings: Settings) -> str | None:
+    """Why the configured backend cannot start, in one line; None when it can."""
+    if settings.backend == "redis":
+        return redis_problem(settings.redis_url)
+    if settings.backend == "postgres":
+        return postgres_problem(settings.postgres_url, settings.postgres_schema)
+    return None
+
+
+def postgres_problem(url: str, schema: str) -> str | None:
+    """Unreachable, or a role that can neither create the schema nor use it."""
+    import asyncio
+
+    try:
+        import asyncpg
+    except ImportError:
+        return "ITEMROOMS_BACKEND=postgres needs asyncpg: pip install 'itemrooms[postgres]'"
+
+    async def ask() -> str | None:
+        where = f"PostgreSQL at {redact_url(url)} (ITEMROOMS_POSTGRES_URL)"
+        try:
+            conn = await asyncpg.connect(url, timeout=3)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            return f"cannot reach {where}: {exc}"
+        try:
+            may = await conn.fetchval(
+                "SELECT CASE WHEN to_regnamespace($1) IS NULL "
+                "THEN has_database_privilege(current_database(), 'CREATE') "
+                "ELSE has_schema_privilege($1, 'CREATE') AND has_schema_privilege($1, 'USAGE') "
+                "END",
+                schema,
+            )
+        finally:
+            await conn.close()
+        if not may:
+            return (
+                f"the role of {where} may not create or use schema {schema!r} "
+                "(ITEMROOMS_POSTGRES_SCHEMA): grant it CREATE on the database or the schema"
+            )
+        return None
+
+    return asyncio.run(ask())
+
+
 def redis_problem(url: str) -> str | None:
     """Why the Redis backend cannot start, in one line; None when Redis answers."""
     try:
@@ -75,13 +119,12 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings()
     if args.workers > 1 and settings.backend == "memory":
         return fail(
-            "--workers > 1 needs ITEMROOMS_BACKEND=redis: with the memory backend each "
+            "--workers > 1 needs ITEMROOMS_BACKEND=redis or postgres: with the memory backend each "
             "worker would hold its own copy of every room and members would not see each other"
         )
-    if settings.backend == "redis":
-        problem = redis_problem(settings.redis_url)
-        if problem:
-            return fail(problem)
+    problem = backend_problem(settings)
+    if problem:
+        return fail(problem)
     problem = host_problem(args.host, args.port)
     if problem:
         return fail(problem)

@@ -15,14 +15,13 @@ REFUSED = 1  # exit status: the token would be refused (2 is a usage or settings
 
 def check(args: argparse.Namespace) -> int:
     """Settings valid, backend reachable: exit 0, else one line per problem and 1."""
-    from itemrooms.api.cli import redis_problem
+    from itemrooms.api.cli import backend_problem
 
     settings = Settings()  # a ValidationError is reported by main(), exit 2
     problems = unknown_variables(os.environ)
-    if settings.backend == "redis":
-        problem = redis_problem(settings.redis_url)
-        if problem:
-            problems.append(problem)
+    problem = backend_problem(settings)
+    if problem:
+        problems.append(problem)
     for name, value in effective(settings).items():
         print(f"{name}={value}")
     for problem in problems:

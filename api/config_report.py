@@ -15,7 +15,7 @@ from itemrooms.api.settings import Settings
 
 PREFIX = "ITEMROOMS_"
 SECRET_FIELDS = frozenset({"jwt_secret"})
-URL_FIELDS = frozenset({"redis_url", "jwks_url"})
+URL_FIELDS = frozenset({"redis_url", "jwks_url", "postgres_url"})
 
 
 def setting_names() -> list[str]:
@@ -68,6 +68,8 @@ def startup_line(settings: Settings, version: str) -> str:
     backend: str = settings.backend
     if backend == "redis":
         backend += f" at {redact_url(settings.redis_url)} (prefix {settings.redis_prefix!r})"
+    elif backend == "postgres":
+        backend += f" at {redact_url(settings.postgres_url)} (schema {settings.postgres_schema})"
     origins = ",".join(settings.allowed_origins) or "the server's own origin"
     return (
         f"itemrooms {version}: backend {backend}; origins {origins}; env {settings.env}; "

@@ -35,8 +35,11 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_s: int = Field(30, ge=0, le=600)
     allowed_origins: CommaList = []
-    backend: Literal["memory", "redis"] = "memory"
+    backend: Literal["memory", "redis", "postgres"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # ITEMROOMS_BACKEND=postgres: the database, and the schema its tables live in.
+    postgres_url: str = "postgresql://127.0.0.1:5432/postgres"
+    postgres_schema: str = Field("itemrooms", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
     history_size: int = Field(1000, ge=0)
     max_message_bytes: int = Field(65536, ge=128)
     send_queue: int = Field(1024, ge=1)

@@ -1,7 +1,8 @@
 """Backends under test: every backend must pass the same contract suite.
 
-The Redis backend runs against the Redis on 127.0.0.1:6379 (always there on the
-development machines and in CI: never skipped), under a key prefix of its own
+The Redis backend runs against the Redis on 127.0.0.1:6379 and the PostgreSQL one
+against the PostgreSQL on 127.0.0.1:5432 (both always there on the development
+machines and in CI: never skipped), under a key prefix or a schema of the test's own
 that is deleted afterwards.
 """
 
@@ -10,15 +11,18 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from itemrooms.api.hub.backends.base import Backend, Event
 from itemrooms.api.hub.backends.memory import MemoryBackend
+from itemrooms.api.hub.backends.postgres import PostgresBackend
 from itemrooms.api.hub.backends.redis import RedisBackend
 
 HISTORY = 10
 REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 WAIT_S = 5.0
 
 
@@ -59,16 +63,30 @@ def redis_prefix() -> str:
     return f"itemrooms-test-{uuid.uuid4().hex[:10]}:"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture
+async def postgres_schema() -> AsyncIterator[str]:
+    """A schema of this test's own in the shared PostgreSQL, dropped afterwards."""
+    schema = f"itemrooms_test_{uuid.uuid4().hex[:10]}"
+    yield schema
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["memory", "redis", "postgres"])
 async def backend(
-    request: pytest.FixtureRequest, redis_prefix: str
+    request: pytest.FixtureRequest, redis_prefix: str, postgres_schema: str
 ) -> AsyncIterator[tuple[Backend, Recorder]]:
     recorder = Recorder()
     instance: Backend
     if request.param == "memory":
         instance = MemoryBackend(history_size=HISTORY)
-    else:
+    elif request.param == "redis":
         instance = RedisBackend(REDIS_URL, prefix=redis_prefix, history_size=HISTORY)
+    else:
+        instance = PostgresBackend(POSTGRES_URL, schema=postgres_schema, history_size=HISTORY)
     await instance.start(recorder)
     yield instance, recorder
     await instance.stop()

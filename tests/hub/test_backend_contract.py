@@ -299,3 +299,20 @@ async def test_a_kick_with_a_ban_holds_for_its_time_and_only_for_its_user(
             await asyncio.sleep(0.05)  # polling a deadline, bounded below
 
     await asyncio.wait_for(lifted(), 5)
+
+
+async def test_a_message_bigger_than_a_notify_arrives_whole_and_in_order(
+    backend: Fixture,
+) -> None:
+    """PostgreSQL's NOTIFY stops at 8,000 bytes: larger messages go by reference."""
+    b, events = backend
+    await b.subscribe("r")
+    big = b'"' + "é".encode() * 6000 + b'"'  # 12 KB
+    for data in (b"1", big, b"3"):
+        await b.publish("r", ALICE, data, None)
+    await events.count(3)
+    assert [(e.seq, e.data) for e in events.events if isinstance(e, Message)] == [
+        (1, b"1"),
+        (2, big),
+        (3, b"3"),
+    ]

@@ -14,6 +14,17 @@ def make_backend(settings: Settings) -> Backend:
             history_ttl_s=settings.history_ttl_s,
             dedup_s=settings.publish_dedup_s,
         )
+    if settings.backend == "postgres":
+        from itemrooms.api.hub.backends.postgres import PostgresBackend
+
+        return PostgresBackend(
+            settings.postgres_url,
+            schema=settings.postgres_schema,
+            history_size=settings.history_size,
+            presence_ttl_s=settings.presence_ttl_s,
+            dedup_s=settings.publish_dedup_s,
+            command_timeout_s=settings.redis_timeout_s,
+        )
     from itemrooms.api.hub.backends.redis import RedisBackend
 
     return RedisBackend(
