@@ -2,10 +2,11 @@
 
 import secrets
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import redis
 
@@ -17,6 +18,7 @@ from tests.support.server import ServerProcess
 collect_ignore = ["packaging/shop"]
 
 SECRET = secrets.token_urlsafe(48)
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 HISTORY_SIZE = 20
 PRESENCE_TTL_S = 2
 
@@ -58,6 +60,18 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+async def postgres_schema() -> AsyncIterator[str]:
+    """A schema of this test's own in the shared PostgreSQL, dropped afterwards."""
+    schema = f"itemrooms_test_{uuid.uuid4().hex[:10]}"
+    yield schema
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -19,10 +18,10 @@ from itemrooms.api.hub.backends.base import Backend, Event
 from itemrooms.api.hub.backends.memory import MemoryBackend
 from itemrooms.api.hub.backends.postgres import PostgresBackend
 from itemrooms.api.hub.backends.redis import RedisBackend
+from tests.conftest import POSTGRES_URL
 
 HISTORY = 10
 REDIS_URL = "redis://127.0.0.1:6379/0"
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 WAIT_S = 5.0
 
 
@@ -61,18 +60,6 @@ async def delete_prefix(prefix: str) -> None:
 @pytest.fixture
 def redis_prefix() -> str:
     return f"itemrooms-test-{uuid.uuid4().hex[:10]}:"
-
-
-@pytest.fixture
-async def postgres_schema() -> AsyncIterator[str]:
-    """A schema of this test's own in the shared PostgreSQL, dropped afterwards."""
-    schema = f"itemrooms_test_{uuid.uuid4().hex[:10]}"
-    yield schema
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(params=["memory", "redis", "postgres"])

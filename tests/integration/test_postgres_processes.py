@@ -2,17 +2,13 @@
 as a FastAPI team without Redis runs them: messages, presence, resume and moderation
 across processes, and `itemrooms check` saying when the database cannot be used."""
 
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import asyncpg
 import httpx
-import pytest
 
 from tests.api.test_cli import run
-from tests.conftest import SECRET, Mint, assert_healthy
-from tests.hub.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, SECRET, Mint, assert_healthy
 from tests.support.client import (
     bearer,
     closed_with,
@@ -27,22 +23,11 @@ from tests.support.server import ServerProcess, free_port
 Starter = Callable[..., ServerProcess]
 
 
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    name = f"itemrooms_test_{uuid.uuid4().hex[:10]}"
-    yield name
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
-
-
 async def test_two_processes_share_a_room_through_postgres(
-    start_server: Starter, schema: str, mint: Mint, item: str
+    start_server: Starter, postgres_schema: str, mint: Mint, item: str
 ) -> None:
     one, two = (
-        start_server(backend="postgres", postgres_url=POSTGRES_URL, postgres_schema=schema)
+        start_server(backend="postgres", postgres_url=POSTGRES_URL, postgres_schema=postgres_schema)
         for _ in range(2)
     )
     alice, _ = await join(one, item, mint("alice"))

@@ -135,7 +135,7 @@ class PostgresBackend:
         if self._listener is None or self._listener.is_closed():
             return False
         try:
-            await self._fetchval("SELECT 1")
+            await self._query("fetchval", "SELECT 1")
         except BackendUnavailable:
             return False
         return True
@@ -227,7 +227,9 @@ class PostgresBackend:
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         head = orjson.dumps([sender.user, sender.client_id]).decode()
         body = base64.b64encode(payload).decode()
-        await self._execute("SELECT pg_notify($1, $2)", self._channel(item_id), f"b{head}\n{body}")
+        await self._query(
+            "execute", "SELECT pg_notify($1, $2)", self._channel(item_id), f"b{head}\n{body}"
+        )
 
     async def control(
         self, item_id: str, action: str, user: str | None, ban_s: float = 0.0
@@ -258,7 +260,8 @@ class PostgresBackend:
 
     async def refusal(self, item_id: str, user: str) -> str | None:
         s = self._s
-        row = await self._fetchrow(
+        row = await self._query(
+            "fetchrow",
             f"SELECT (SELECT closed FROM {s}.rooms WHERE item = $1) AS closed, "
             f"(SELECT until_ms > {s}.now_ms() FROM {s}.bans WHERE item = $1 AND user_id = $2)"
             " AS banned",
@@ -376,24 +379,11 @@ class PostgresBackend:
             for r in rows
         )
 
-    async def _fetchval(self, query: str, *args: Any) -> Any:
+    async def _query(self, method: str, query: str, *args: Any) -> Any:
+        """One statement on a pooled connection (``method``: fetchval, fetchrow, execute)."""
         try:
             async with self._pool.acquire() as conn:
-                return await conn.fetchval(query, *args)
-        except PG_ERRORS as exc:
-            raise BackendUnavailable(str(exc)) from exc
-
-    async def _fetchrow(self, query: str, *args: Any) -> Any:
-        try:
-            async with self._pool.acquire() as conn:
-                return await conn.fetchrow(query, *args)
-        except PG_ERRORS as exc:
-            raise BackendUnavailable(str(exc)) from exc
-
-    async def _execute(self, query: str, *args: Any) -> None:
-        try:
-            async with self._pool.acquire() as conn:
-                await conn.execute(query, *args)
+                return await getattr(conn, method)(query, *args)
         except PG_ERRORS as exc:
             raise BackendUnavailable(str(exc)) from exc
 
@@ -419,7 +409,8 @@ class PostgresBackend:
                 _, head = payload[1:].split("\n", 1)
                 message = self._message(item_id, head, b"")
                 try:
-                    data = await self._fetchval(
+                    data = await self._query(
+                        "fetchval",
                         f"SELECT data FROM {self._s}.messages WHERE item = $1 AND seq = $2",
                         item_id,
                         message.seq,
