@@ -159,7 +159,8 @@ class PostgresBackend:
     # --- rooms ----------------------------------------------------------------
 
     def _channel(self, item_id: str) -> str:
-        # Channel names stop at 63 bytes and item ids may reach 128: a digest.
+        # Channel names stop at 63 bytes and item ids may reach 128: a digest (kept in
+        # self._channels for the subscribed rooms, so a publish rarely computes it).
         return f"ir_{self._schema[:20]}_{hashlib.sha1(item_id.encode()).hexdigest()[:32]}"
 
     async def subscribe(self, item_id: str) -> None:
@@ -184,9 +185,6 @@ class PostgresBackend:
         except PG_ERRORS:
             pass  # a lost listener listens to nothing
 
-    def _new_epoch(self) -> str:
-        return f"{secrets.token_hex(4)}-0"
-
     # --- publishing -----------------------------------------------------------
 
     async def publish(
@@ -198,7 +196,7 @@ class PostgresBackend:
                 raise BackendUnavailable("PostgreSQL: the publishing connection is closed")
             try:
                 row = await conn.fetchrow(
-                    f"SELECT * FROM {self._s}.publish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    f"SELECT * FROM {self._s}.publish($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     item_id,
                     sender.user,
                     sender.client_id,
@@ -207,8 +205,7 @@ class PostgresBackend:
                     id,
                     self._history_size,
                     self._dedup_ms,
-                    self._new_epoch(),
-                    self._channel(item_id),
+                    self._channels.get(item_id) or self._channel(item_id),
                 )
             except asyncpg.InterfaceError as exc:
                 raise BackendUnavailable(str(exc)) from exc
@@ -239,7 +236,7 @@ class PostgresBackend:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 if action in ("open", "close"):
-                    await conn.execute(f"SELECT {s}.room($1, $2)", item_id, self._new_epoch())
+                    await conn.execute(f"SELECT {s}.room($1)", item_id)
                     await conn.execute(
                         f"UPDATE {s}.rooms SET closed = $2 WHERE item = $1",
                         item_id,
@@ -314,9 +311,7 @@ class PostgresBackend:
         s = self._s
         try:
             async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-                room = await conn.fetchrow(
-                    f"SELECT * FROM {s}.room($1, $2)", item_id, self._new_epoch()
-                )
+                room = await conn.fetchrow(f"SELECT * FROM {s}.room($1)", item_id)
                 members = tuple(
                     Sender(r["user_id"], r["client_id"])
                     for r in await conn.fetch(

@@ -69,12 +69,17 @@ CREATE TABLE IF NOT EXISTS {s}.bans (
 CREATE OR REPLACE FUNCTION {s}.now_ms() RETURNS bigint LANGUAGE sql AS
 $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
 
--- The room's row, created with p_epoch the first time: its epoch and seq.
-CREATE OR REPLACE FUNCTION {s}.room(p_item text, p_epoch text)
+-- A new room's epoch, made here so that a publish sends none (it is rarely needed).
+CREATE OR REPLACE FUNCTION {s}.new_epoch() RETURNS text LANGUAGE sql AS
+$$ SELECT substr(md5(random()::text || clock_timestamp()::text), 1, 8) || '-0' $$;
+
+-- The room's row, created with a new epoch the first time: its epoch and seq.
+CREATE OR REPLACE FUNCTION {s}.room(p_item text)
 RETURNS {s}.rooms LANGUAGE plpgsql AS $$
 DECLARE r {s}.rooms;
 BEGIN
-    INSERT INTO {s}.rooms (item, epoch) VALUES (p_item, p_epoch) ON CONFLICT (item) DO NOTHING;
+    INSERT INTO {s}.rooms (item, epoch) VALUES (p_item, {s}.new_epoch())
+        ON CONFLICT (item) DO NOTHING;
     SELECT * INTO r FROM {s}.rooms WHERE item = p_item;
     RETURN r;
 END $$;
@@ -83,7 +88,7 @@ END $$;
 -- client_id and data, if still in history); 2: the item is closed (nothing written).
 CREATE OR REPLACE FUNCTION {s}.publish(
     p_item text, p_user text, p_client text, p_ref text, p_data text, p_id text,
-    p_history int, p_dedup_ms bigint, p_epoch text, p_channel text)
+    p_history int, p_dedup_ms bigint, p_channel text)
 RETURNS TABLE (kind int, seq bigint, epoch text, ts bigint, client_id text, data text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -92,7 +97,8 @@ DECLARE
     now bigint := {s}.now_ms();
     head text;
 BEGIN
-    INSERT INTO {s}.rooms (item, epoch) VALUES (p_item, p_epoch) ON CONFLICT (item) DO NOTHING;
+    INSERT INTO {s}.rooms (item, epoch) VALUES (p_item, {s}.new_epoch())
+        ON CONFLICT (item) DO NOTHING;
     SELECT * INTO r FROM {s}.rooms WHERE rooms.item = p_item FOR UPDATE;
     IF r.closed THEN
         RETURN QUERY SELECT 2, 0::bigint, r.epoch, 0::bigint, ''::text, NULL::text;
