@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # How long a Redis command may take before its outcome counts as unknown (a publish
     # is then answered ``outcome_unknown``, never retried by the server).
     redis_timeout_s: float = Field(5.0, gt=0)
+    # The same for PostgreSQL: a statement (or a connection attempt) without an answer
+    # by then counts as failed; a publish then is ``outcome_unknown``.
+    postgres_timeout_s: float = Field(5.0, gt=0)
     # Members of a process that stopped heart-beating disappear within about this long.
     presence_ttl_s: float = Field(15.0, ge=1.0)
     # Publishes (and binary frames) per second per connection may burst to this many.

@@ -8,7 +8,7 @@ that is deleted afterwards.
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from itemrooms.api.hub.backends.memory import MemoryBackend
 from itemrooms.api.hub.backends.postgres import PostgresBackend
 from itemrooms.api.hub.backends.redis import RedisBackend
 from tests.conftest import POSTGRES_URL
+from tests.support.postgres_server import PrivatePostgres
 
 HISTORY = 10
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -100,3 +101,33 @@ async def redis_nodes(redis_prefix: str) -> AsyncIterator[RedisFactory]:
     for node in started:
         await node.stop()
     await delete_prefix(redis_prefix)
+
+
+PostgresFactory = Callable[..., Awaitable[tuple[PostgresBackend, Recorder]]]
+
+
+@pytest.fixture
+async def postgres_nodes(postgres_schema: str) -> AsyncIterator[PostgresFactory]:
+    """Start PostgreSQL backends sharing one schema (of the shared server, unless the
+    test passes ``url``): several processes in miniature."""
+    started: list[PostgresBackend] = []
+
+    async def start(url: str = POSTGRES_URL, **options: Any) -> tuple[PostgresBackend, Recorder]:
+        recorder = Recorder()
+        options.setdefault("history_size", HISTORY)
+        node = PostgresBackend(url, schema=postgres_schema, **options)
+        await node.start(recorder)
+        started.append(node)
+        return node, recorder
+
+    yield start
+    for node in started:
+        await node.stop()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL of this test's own, to crash, empty or pause."""
+    instance = PrivatePostgres().start()
+    yield instance
+    instance.stop()

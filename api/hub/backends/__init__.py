@@ -21,9 +21,10 @@ def make_backend(settings: Settings) -> Backend:
             settings.postgres_url,
             schema=settings.postgres_schema,
             history_size=settings.history_size,
+            history_ttl_s=settings.history_ttl_s,
             presence_ttl_s=settings.presence_ttl_s,
             dedup_s=settings.publish_dedup_s,
-            command_timeout_s=settings.redis_timeout_s,
+            command_timeout_s=settings.postgres_timeout_s,
         )
     from itemrooms.api.hub.backends.redis import RedisBackend
 

@@ -1,31 +1,31 @@
 """The PostgreSQL backend: several processes share rooms through the database a FastAPI
 team already runs (``ITEMROOMS_BACKEND=postgres``).
 
-- **Seqs and history**: one function call per publish (api/hub/backends/postgres_schema.py)
-  locks the room's row, checks the id, takes the next seq, writes the history row,
-  trims history to ``ITEMROOMS_HISTORY_SIZE`` and NOTIFYs, in one transaction.
-- **Order**: a process's publishes go through one connection, in call order (an
-  asyncio lock is FIFO and is taken before the first await), so a connection's
-  messages keep their order; every listener sees a room's messages in commit order,
-  which is seq order.
+- **Seqs and history**: publishes go in batches, in call order, on one connection
+  (postgres_publish.py); ``{s}.publish`` locks each room's row, checks the id, takes
+  the next seq, writes and trims history and NOTIFYs, in one transaction
+  (postgres_schema.py).
 - **Fan-out**: one listening connection per process, one channel per room it has
-  members in (``LISTEN`` returns once the server has it: nothing published after
-  ``subscribe`` returns is missed). Payloads over 8,000 bytes go out as a reference
-  to the history row.
-- **Presence**: rows per connection, named by this process; a process's heartbeat
-  keeps its rows alive, and rows of processes that stopped beating are not counted.
+  members in; payloads over NOTIFY's 8,000 bytes go as a reference to a row read back.
+  The listener keeps each room's epoch, last seq and members, fills gaps from history,
+  and heals after a lost connection (postgres_listener.py).
+- **Presence**: rows per connection, named by this process's node; a heartbeat keeps
+  the node alive; the others reap a node whose heartbeat lapsed, with leave events; a
+  process finding its own node reaped registers its members again
+  (postgres_presence.py).
+- **Upkeep**, once a minute by one process at a time: expired publish ids, bans and
+  payloads, and rooms idle past ``ITEMROOMS_HISTORY_TTL_S`` without members.
 
-Not yet: healing after the listening connection is lost, and reaping the rows of dead
-processes with leave events (the fault kit's issue); rooms are not forgotten after
-``ITEMROOMS_HISTORY_TTL_S``.
+Every connection is named ``itemrooms-<node>`` (``application_name``), so an operator
+can tell a process's connections in ``pg_stat_activity``.
 """
 
 import asyncio
 import base64
-import hashlib
+import contextlib
 import logging
+import os
 import secrets
-from collections import deque
 from typing import Any
 
 import asyncpg
@@ -35,25 +35,34 @@ from itemrooms.api.hub.backends.base import (
     BANNED,
     CLOSED,
     BackendUnavailable,
-    Control,
-    Event,
     EventSink,
     ItemClosed,
     Message,
-    OutcomeUnknown,
-    Presence,
     Published,
-    Relay,
     Sender,
     Snapshot,
 )
-from itemrooms.api.hub.backends.postgres_schema import MAX_NOTIFY_BYTES, SCHEMA
+from itemrooms.api.hub.backends.postgres_listener import Listener
+from itemrooms.api.hub.backends.postgres_presence import NodePresence
+from itemrooms.api.hub.backends.postgres_publish import PG_ERRORS, PublishBatcher
+from itemrooms.api.hub.backends.postgres_schema import MAX_NOTIFY_BYTES, VERSION, schema_sql
 
 log = logging.getLogger("itemrooms.postgres")
 
-# What a lost or refused connection raises; a publish caught by one mid-call may or
-# may not have committed.
-PG_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
+POOL_SIZE = 8
+# Server errors that mean the connection itself is gone (terminated, shut down).
+CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError)
+UPKEEP_S = 60.0
+STOP_WAIT_S = 5.0
+
+
+class SchemaMismatch(Exception):
+    """The schema holds tables of another version of itemrooms."""
+
+
+def describe(exc: BaseException) -> str:
+    """An error in words (a timeout's own message is empty)."""
+    return str(exc) or type(exc).__name__
 
 
 def quote_ident(name: str) -> str:
@@ -67,6 +76,7 @@ class PostgresBackend:
         *,
         schema: str = "itemrooms",
         history_size: int = 1000,
+        history_ttl_s: float = 7 * 86400,
         presence_ttl_s: float = 15.0,
         dedup_s: float = 300.0,
         command_timeout_s: float = 5.0,
@@ -75,64 +85,112 @@ class PostgresBackend:
         self._schema = schema
         self._s = quote_ident(schema)
         self._history_size = history_size
+        self._idle_ms = int(history_ttl_s * 1000)
         self._ttl_ms = int(presence_ttl_s * 1000)
-        self._dedup_ms = int(dedup_s * 1000)
         self._timeout = command_timeout_s
         self.node_id = secrets.token_hex(6)
-        self._sink: EventSink | None = None
         self._pool: Any = None
-        self._publisher: Any = None  # one connection: publishes in call order
-        self._publish_lock = asyncio.Lock()
-        self._listener: Any = None
-        self._channels: dict[str, str] = {}  # item -> channel, for the subscribed rooms
-        self._items: dict[str, str] = {}  # channel -> item
-        self._big: deque[tuple[str, str]] = deque()  # events behind a read-back
-        self._reader: asyncio.Task[None] | None = None
+        self.presence = NodePresence(self._query, self._s, self.node_id, self._ttl_ms)
+        self._publisher = PublishBatcher(self._connect, self._s, history_size, int(dedup_s * 1000))
+        self.listener = Listener(
+            self._connect,
+            self._query,
+            self._s,
+            schema,
+            history_size,
+            self._ttl_ms,
+            self._after_reconnect,
+        )
         self._heartbeat: asyncio.Task[None] | None = None
+        self._upkeep_at = 0.0
 
     # --- lifecycle -------------------------------------------------------------
 
+    def _options(self) -> dict[str, Any]:
+        return {
+            "timeout": self._timeout,
+            "command_timeout": self._timeout,
+            "server_settings": {"application_name": f"itemrooms-{os.getpid()}-{self.node_id}"},
+        }
+
+    async def _connect(self) -> Any:
+        return await asyncpg.connect(self._url, **self._options())
+
     async def start(self, sink: EventSink) -> None:
-        self._sink = sink
         try:
             self._pool = await asyncpg.create_pool(
-                self._url, min_size=1, max_size=4, command_timeout=self._timeout
+                self._url, min_size=0, max_size=POOL_SIZE, **self._options()
             )
-            async with self._pool.acquire() as conn:
-                await conn.execute(SCHEMA.format(s=self._s, max_notify=MAX_NOTIFY_BYTES))
-            self._publisher = await asyncpg.connect(self._url, command_timeout=self._timeout)
-            self._listener = await asyncpg.connect(self._url, command_timeout=self._timeout)
-            await self._beat()
-        except (*PG_ERRORS, asyncpg.PostgresError) as exc:
+            await self._ensure_schema()
+            await self.presence.heartbeat()
+            await self.listener.start(sink)
+        except (*PG_ERRORS, BackendUnavailable, SchemaMismatch) as exc:
             await self.stop()
-            raise BackendUnavailable(f"PostgreSQL: {exc}") from exc
-        self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats())
+            raise BackendUnavailable(f"PostgreSQL: {describe(exc)}") from exc
+        self._upkeep_at = asyncio.get_running_loop().time() + UPKEEP_S / 2
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._heartbeats(), name="itemrooms postgres heartbeat"
+        )
+
+    async def _ensure_schema(self) -> None:
+        """Create the schema's tables and functions once, whoever starts first."""
+        async with self._pool.acquire(timeout=self._timeout) as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"itemrooms schema {self._schema}"
+            )
+            rooms, version = await conn.fetchrow(
+                "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+                f"{self._s}.rooms",
+                f"{self._s}.version",
+            )
+            found = None
+            if version:
+                found = await conn.fetchval(f"SELECT version FROM {self._s}.version")
+            if rooms and found != VERSION:
+                raise SchemaMismatch(
+                    f"schema {self._schema!r} holds tables of another itemrooms version "
+                    f"({found or 'before versions'}; this one needs {VERSION}): use another "
+                    f"ITEMROOMS_POSTGRES_SCHEMA, or drop it (DROP SCHEMA {self._s} CASCADE)"
+                )
+            await conn.execute(schema_sql(self._schema))
+
+    async def _after_reconnect(self) -> None:
+        """After the listening connection was lost: the database may be a new one
+        (tables gone), and our heartbeat may have lapsed meanwhile."""
+        # Connections opened before are likely dead (restarted, terminated): new ones,
+        # rather than a failure on each first use.
+        await self._pool.expire_connections()
+        self._publisher.reset()
+        exists = await self._query("fetchval", "SELECT to_regclass($1)", f"{self._s}.version")
+        if exists is None:
+            log.warning("PostgreSQL: schema %s is gone; creating it again", self._schema)
+            try:
+                await self._ensure_schema()
+            except (*PG_ERRORS, SchemaMismatch) as exc:
+                raise BackendUnavailable(str(exc)) from exc
+        self.presence.hold_reaping()
+        await self.presence.heartbeat()
+        if self.presence.dirty:
+            await self.presence.reconcile()
 
     async def stop(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
+        await self.listener.stop()
+        await self._publisher.stop()
         if self._pool is not None:
+            with contextlib.suppress(BackendUnavailable):
+                await self.presence.stop()  # else our rows stop counting with our heartbeat
+            pool, self._pool = self._pool, None
             try:
-                async with self._pool.acquire() as conn:
-                    await conn.execute(
-                        f"DELETE FROM {self._s}.presence WHERE node = $1", self.node_id
-                    )
-                    await conn.execute(f"DELETE FROM {self._s}.nodes WHERE node = $1", self.node_id)
-            except (*PG_ERRORS, asyncpg.PostgresError):
-                pass  # its rows stop counting once its heartbeat is old
-        for conn in (self._listener, self._publisher):
-            if conn is not None:
-                await conn.close(timeout=self._timeout)
-        self._listener = self._publisher = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-        self._sink = None
+                await asyncio.wait_for(pool.close(), STOP_WAIT_S)
+            except PG_ERRORS:
+                pool.terminate()
 
     async def ready(self) -> bool:
-        if self._listener is None or self._listener.is_closed():
+        if not self.listener.live:
             return False
         try:
             await self._query("fetchval", "SELECT 1")
@@ -141,80 +199,56 @@ class PostgresBackend:
         return True
 
     async def _heartbeats(self) -> None:
+        interval = self._ttl_ms / 3000
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self._ttl_ms / 3000)
+            await asyncio.sleep(interval)
+            # A silent connection (a partition) is found by asking it, whatever else fails.
+            await self.listener.probe(self._timeout)
             try:
-                await self._beat()
-            except (*PG_ERRORS, asyncpg.PostgresError) as exc:
-                log.warning("presence heartbeat failed: %s", exc)
-
-    async def _beat(self) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                f"INSERT INTO {self._s}.nodes VALUES ($1, {self._s}.now_ms()) "
-                "ON CONFLICT (node) DO UPDATE SET seen_ms = excluded.seen_ms",
-                self.node_id,
-            )
+                await self.presence.heartbeat()
+                if self.presence.dirty:
+                    await self.presence.reconcile()
+                await self.presence.reap_dead_nodes()
+                await self.listener.settle_suspects()
+                if loop.time() >= self._upkeep_at:
+                    self._upkeep_at = loop.time() + min(UPKEEP_S, self._idle_ms / 4000)
+                    await self._query("fetchval", f"SELECT {self._s}.upkeep($1)", self._idle_ms)
+            except BackendUnavailable as exc:
+                log.debug("heartbeat failed: %s", exc)
 
     # --- rooms ----------------------------------------------------------------
 
-    def _channel(self, item_id: str) -> str:
-        # Channel names stop at 63 bytes and item ids may reach 128: a digest (kept in
-        # self._channels for the subscribed rooms, so a publish rarely computes it).
-        return f"ir_{self._schema[:20]}_{hashlib.sha1(item_id.encode()).hexdigest()[:32]}"
-
     async def subscribe(self, item_id: str) -> None:
-        if item_id in self._channels:
-            return
-        channel = self._channel(item_id)
-        self._channels[item_id] = channel
-        self._items[channel] = item_id
-        try:
-            await self._listener.add_listener(channel, self._on_notify)
-        except PG_ERRORS as exc:
-            del self._channels[item_id], self._items[channel]
-            raise BackendUnavailable(str(exc)) from exc
+        await self.listener.subscribe(item_id)
 
     async def unsubscribe(self, item_id: str) -> None:
-        channel = self._channels.pop(item_id, None)
-        if channel is None:
-            return
-        del self._items[channel]
-        try:
-            await self._listener.remove_listener(channel, self._on_notify)
-        except PG_ERRORS:
-            pass  # a lost listener listens to nothing
+        await self.listener.unsubscribe(item_id)
 
     # --- publishing -----------------------------------------------------------
 
     async def publish(
         self, item_id: str, sender: Sender, data: bytes, ref: str | None, id: str | None = None
     ) -> Published:
-        async with self._publish_lock:  # taken before any await: call order is kept
-            conn = self._publisher
-            if conn is None or conn.is_closed():
-                raise BackendUnavailable("PostgreSQL: the publishing connection is closed")
-            try:
-                row = await conn.fetchrow(
-                    f"SELECT * FROM {self._s}.publish($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    item_id,
-                    sender.user,
-                    sender.client_id,
-                    ref,
-                    data.decode(),
-                    id,
-                    self._history_size,
-                    self._dedup_ms,
-                    self._channels.get(item_id) or self._channel(item_id),
-                )
-            except asyncpg.InterfaceError as exc:
-                raise BackendUnavailable(str(exc)) from exc
-            except PG_ERRORS as exc:
-                raise OutcomeUnknown(str(exc)) from exc
-        if row["kind"] == 2:
+        if not self.listener.live:
+            # Until every room is checked again, a publish could reuse a seq or lose its
+            # ack: refuse it (certainly not published) instead.
+            raise BackendUnavailable("reconnecting to PostgreSQL")
+        row = await self._publisher.publish(
+            item_id,
+            sender.user,
+            sender.client_id,
+            ref,
+            data.decode(),
+            id,
+            self.listener.floor(item_id),
+        )
+        kind = row["kind"]
+        if kind == 2:
             raise ItemClosed(item_id)
-        if row["kind"] == 0:
+        if kind == 0:
             return Published(row["seq"], row["epoch"])
+        # Gone from history: a retry carries the same data (an id names one message).
         kept = row["data"].encode() if row["data"] is not None else data
         original = Message(
             item_id, row["seq"], row["ts"], Sender(sender.user, row["client_id"]), kept, None, id
@@ -223,10 +257,13 @@ class PostgresBackend:
 
     async def relay(self, item_id: str, sender: Sender, payload: bytes) -> None:
         head = orjson.dumps([sender.user, sender.client_id]).decode()
-        body = base64.b64encode(payload).decode()
-        await self._query(
-            "execute", "SELECT pg_notify($1, $2)", self._channel(item_id), f"b{head}\n{body}"
-        )
+        notify = f"b{head}\n{base64.b64encode(payload).decode()}"
+        if len(notify.encode()) <= MAX_NOTIFY_BYTES:
+            sql = f"SELECT pg_notify({self._s}.channel($1), $2)"
+            await self._query("execute", sql, item_id, notify)
+        else:  # by reference: stored for the listeners to read back
+            sql = f"SELECT {self._s}.relay($1, $2, $3)"
+            await self._query("execute", sql, item_id, head, payload)
 
     async def control(
         self, item_id: str, action: str, user: str | None, ban_s: float = 0.0
@@ -234,9 +271,9 @@ class PostgresBackend:
         payload = "c" + orjson.dumps([action, user]).decode()
         s = self._s
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire(timeout=self._timeout) as conn, conn.transaction():
                 if action in ("open", "close"):
-                    await conn.execute(f"SELECT {s}.room($1)", item_id)
+                    await conn.execute(f"SELECT {s}.room($1, 0)", item_id)
                     await conn.execute(
                         f"UPDATE {s}.rooms SET closed = $2 WHERE item = $1",
                         item_id,
@@ -251,7 +288,7 @@ class PostgresBackend:
                         round(ban_s * 1000),
                     )
                 if action != "open":  # delivered at commit: after what must hold is stored
-                    await conn.execute("SELECT pg_notify($1, $2)", self._channel(item_id), payload)
+                    await conn.execute(f"SELECT pg_notify({s}.channel($1), $2)", item_id, payload)
         except PG_ERRORS as exc:
             raise BackendUnavailable(str(exc)) from exc
 
@@ -272,95 +309,56 @@ class PostgresBackend:
     # --- presence -------------------------------------------------------------
 
     async def join(self, item_id: str, member: Sender) -> None:
-        payload = "p" + orjson.dumps(["join", member.user, member.client_id]).decode()
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    f"INSERT INTO {self._s}.presence VALUES ($1, $2, $3, $4) "
-                    "ON CONFLICT (item, client_id) DO NOTHING",
-                    item_id,
-                    member.client_id,
-                    member.user,
-                    self.node_id,
-                )
-                await conn.execute("SELECT pg_notify($1, $2)", self._channel(item_id), payload)
-        except PG_ERRORS as exc:
-            raise BackendUnavailable(str(exc)) from exc
+        await self.presence.join(item_id, member)
 
     async def leave(self, item_id: str, member: Sender) -> None:
-        payload = "p" + orjson.dumps(["leave", member.user, member.client_id]).decode()
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                gone = await conn.fetchval(
-                    f"DELETE FROM {self._s}.presence WHERE item = $1 AND client_id = $2 "
-                    "RETURNING 1",
-                    item_id,
-                    member.client_id,
-                )
-                if gone:
-                    await conn.execute("SELECT pg_notify($1, $2)", self._channel(item_id), payload)
-        except (*PG_ERRORS, asyncpg.PostgresError) as exc:
-            # Never raises: the row stops counting when this process stops beating.
-            log.warning("room %s: leave of %s not stored: %s", item_id, member.client_id, exc)
+        await self.presence.leave(item_id, member)
 
     # --- reading --------------------------------------------------------------
 
     async def snapshot(
         self, item_id: str, since: int | None, epoch: str | None = None, limit: int = 100
     ) -> Snapshot:
-        s = self._s
-        try:
-            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-                room = await conn.fetchrow(f"SELECT * FROM {s}.room($1)", item_id)
-                members = tuple(
-                    Sender(r["user_id"], r["client_id"])
-                    for r in await conn.fetch(
-                        f"SELECT p.user_id, p.client_id FROM {s}.presence p "
-                        f"JOIN {s}.nodes n ON n.node = p.node "
-                        f"WHERE p.item = $1 AND n.seen_ms > {s}.now_ms() - $2 "
-                        "ORDER BY p.client_id",
-                        item_id,
-                        self._ttl_ms,
-                    )
-                )
-                room_epoch, seq = room["epoch"], room["seq"]
-                if since is None:
-                    return Snapshot(seq, room_epoch, members, (), True)
-                recovered = True
-                if since > seq or (epoch is not None and epoch != room_epoch):
-                    since, recovered = 0, False
-                messages = await self._page(conn, item_id, since, seq, limit)
-                if recovered and since < seq and (not messages or messages[0].seq != since + 1):
-                    recovered = False
-                return Snapshot(seq, room_epoch, members, messages, recovered)
-        except PG_ERRORS as exc:
-            raise BackendUnavailable(str(exc)) from exc
+        rows = await self._query(
+            "fetch",
+            f"SELECT * FROM {self._s}.snapshot($1, $2, $3, $4)",
+            item_id,
+            -1 if since is None else since,
+            epoch,
+            limit,
+        )
+        room = rows[0]
+        members = [Sender(r["user_id"], r["client_id"]) for r in rows if r["kind"] == 1]
+        members = self.listener.present_suspects(item_id, members)
+        messages = tuple(
+            Message(
+                item_id,
+                r["seq"],
+                r["ts"],
+                Sender(r["user_id"], r["client_id"]),
+                r["data"].encode(),
+                None,
+                r["pub_id"],
+            )
+            for r in rows
+            if r["kind"] == 2
+        )
+        return Snapshot(room["seq"], room["epoch"], tuple(members), messages, room["ts"] == 1)
 
     async def history(
         self, item_id: str, epoch: str, after: int, upto: int, limit: int
     ) -> tuple[Message, ...] | None:
-        try:
-            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-                room_epoch = await conn.fetchval(
-                    f"SELECT epoch FROM {self._s}.rooms WHERE item = $1", item_id
-                )
-                if room_epoch != epoch:
-                    return None
-                return await self._page(conn, item_id, after, upto, limit)
-        except PG_ERRORS as exc:
-            raise BackendUnavailable(str(exc)) from exc
-
-    async def _page(
-        self, conn: Any, item_id: str, after: int, upto: int, limit: int
-    ) -> tuple[Message, ...]:
-        rows = await conn.fetch(
-            f"SELECT seq, ts, user_id, client_id, data, pub_id FROM {self._s}.messages "
-            "WHERE item = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+        rows = await self._query(
+            "fetch",
+            f"SELECT * FROM {self._s}.history($1, $2, $3, $4, $5)",
             item_id,
+            epoch,
             after,
             upto,
             limit,
         )
+        if rows and rows[0]["seq"] == -1:
+            return None
         return tuple(
             Message(
                 item_id,
@@ -375,83 +373,16 @@ class PostgresBackend:
         )
 
     async def _query(self, method: str, query: str, *args: Any) -> Any:
-        """One statement on a pooled connection (``method``: fetchval, fetchrow, execute)."""
+        """One statement on a pooled connection (``method``: fetch, fetchval, fetchrow,
+        execute); any failure is ``BackendUnavailable``."""
+        if self._pool is None:
+            raise BackendUnavailable("PostgreSQL: not started")
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=self._timeout) as conn:
                 return await getattr(conn, method)(query, *args)
         except PG_ERRORS as exc:
-            raise BackendUnavailable(str(exc)) from exc
-
-    # --- events ---------------------------------------------------------------
-
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        item_id = self._items.get(channel)
-        if item_id is None or self._sink is None:
-            return
-        if payload[0] == "r" or self._big:
-            # A reference must be read back before what follows it is delivered: from
-            # here on, this process's events wait in line behind the read.
-            self._big.append((item_id, payload))
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.get_running_loop().create_task(self._read_big())
-            return
-        self._deliver(item_id, payload)
-
-    async def _read_big(self) -> None:
-        while self._big:
-            item_id, payload = self._big[0]
-            if payload[0] == "r":
-                _, head = payload[1:].split("\n", 1)
-                message = self._message(item_id, head, b"")
-                try:
-                    data = await self._query(
-                        "fetchval",
-                        f"SELECT data FROM {self._s}.messages WHERE item = $1 AND seq = $2",
-                        item_id,
-                        message.seq,
-                    )
-                except BackendUnavailable as exc:
-                    log.warning("room %s: seq %d not read back: %s", item_id, message.seq, exc)
-                    data = None
-                self._big.popleft()
-                if data is not None and self._sink is not None:
-                    self._sink(
-                        Message(
-                            item_id,
-                            message.seq,
-                            message.ts,
-                            message.sender,
-                            data.encode(),
-                            message.ref,
-                            message.id,
-                        )
-                    )
-            else:
-                self._big.popleft()
-                self._deliver(item_id, payload)
-
-    def _deliver(self, item_id: str, payload: str) -> None:
-        assert self._sink is not None
-        kind, rest = payload[0], payload[1:]
-        event: Event
-        if kind == "m":
-            _, head, data = rest.split("\n", 2)
-            event = self._message(item_id, head, data.encode())
-        elif kind == "p":
-            action, user, client_id = orjson.loads(rest)
-            event = Presence(item_id, action, Sender(user, client_id))
-        elif kind == "b":
-            head, body = rest.split("\n", 1)
-            user, client_id = orjson.loads(head)
-            event = Relay(item_id, Sender(user, client_id), base64.b64decode(body))
-        elif kind == "c":
-            action, user = orjson.loads(rest)
-            event = Control(item_id, action, user)
-        else:
-            return
-        self._sink(event)
-
-    @staticmethod
-    def _message(item_id: str, head: str, data: bytes) -> Message:
-        seq, ts, user, client_id, ref, id = orjson.loads(head)
-        return Message(item_id, seq, ts, Sender(user, client_id), data, ref or None, id or None)
+            if not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, CONNECTION_LOST):
+                # The server restarted or cut this process off: every pooled connection
+                # is likely dead, and each would fail once. Open new ones instead.
+                await self._pool.expire_connections()
+            raise BackendUnavailable(f"PostgreSQL: {describe(exc)}") from exc
