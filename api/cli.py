@@ -63,13 +63,16 @@ def postgres_problem(url: str, schema: str) -> str | None:
         import asyncpg
     except ImportError:
         return "ITEMROOMS_BACKEND=postgres needs asyncpg: pip install 'itemrooms[postgres]'"
+    from itemrooms.api.hub.backends.postgres_schema import version_problem
 
     async def ask() -> str | None:
         where = f"PostgreSQL at {redact_url(url)} (ITEMROOMS_POSTGRES_URL)"
         try:
             conn = await asyncpg.connect(url, timeout=3)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            return f"cannot reach {where}: {exc}"
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            return f"cannot reach {where}: {exc or type(exc).__name__}"
+        except ValueError as exc:  # not a URL asyncpg understands
+            return f"{where} is not a PostgreSQL URL: {exc}"
         try:
             may = await conn.fetchval(
                 "SELECT CASE WHEN to_regnamespace($1) IS NULL "
@@ -78,14 +81,14 @@ def postgres_problem(url: str, schema: str) -> str | None:
                 "END",
                 schema,
             )
+            if not may:
+                return (
+                    f"the role of {where} may not create or use schema {schema!r} "
+                    "(ITEMROOMS_POSTGRES_SCHEMA): grant it CREATE on the database or the schema"
+                )
+            return await version_problem(conn, schema)
         finally:
             await conn.close()
-        if not may:
-            return (
-                f"the role of {where} may not create or use schema {schema!r} "
-                "(ITEMROOMS_POSTGRES_SCHEMA): grant it CREATE on the database or the schema"
-            )
-        return None
 
     return asyncio.run(ask())
 

@@ -5,7 +5,9 @@ across processes, and `itemrooms check` saying when the database cannot be used.
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import httpx
+import pytest
 
 from tests.api.test_cli import run
 from tests.conftest import POSTGRES_URL, SECRET, Mint, assert_healthy
@@ -77,3 +79,49 @@ def test_check_says_when_postgres_is_unreachable(tmp_path: Path) -> None:
         ITEMROOMS_POSTGRES_URL=POSTGRES_URL,
     )
     assert good.returncode == 0, good.stderr
+
+
+async def test_check_says_when_the_role_may_not_create_the_schema(
+    tmp_path: Path, postgres_schema: str
+) -> None:
+    role = f"{postgres_schema}_role"  # may connect (trust), may create nothing
+    admin = await asyncpg.connect(POSTGRES_URL)
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        result = run(
+            "check",
+            cwd=tmp_path,
+            ITEMROOMS_JWT_SECRET=SECRET,
+            ITEMROOMS_BACKEND="postgres",
+            ITEMROOMS_POSTGRES_URL=f"postgresql://{role}@127.0.0.1:5432/test",
+            ITEMROOMS_POSTGRES_SCHEMA=postgres_schema,
+        )
+    finally:
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
+    assert result.returncode == 1
+    assert f"may not create or use schema '{postgres_schema}'" in result.stderr
+    assert "grant it CREATE on the database or the schema" in result.stderr
+
+
+async def test_check_and_serve_refuse_a_schema_of_another_version(
+    tmp_path: Path, start_server: Starter, postgres_schema: str
+) -> None:
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:  # what an earlier itemrooms left
+        await admin.execute(f'CREATE SCHEMA "{postgres_schema}"')
+        await admin.execute(f'CREATE TABLE "{postgres_schema}".rooms (item text)')
+    finally:
+        await admin.close()
+    settings = {"backend": "postgres", "postgres_url": POSTGRES_URL}
+    settings["postgres_schema"] = postgres_schema
+    result = run(
+        "check",
+        cwd=tmp_path,
+        ITEMROOMS_JWT_SECRET=SECRET,
+        **{f"ITEMROOMS_{k.upper()}": v for k, v in settings.items()},
+    )
+    assert result.returncode == 1
+    assert "holds tables of another itemrooms version" in result.stderr
+    with pytest.raises(RuntimeError, match=f'DROP SCHEMA "{postgres_schema}" CASCADE'):
+        start_server(**settings)

@@ -45,7 +45,11 @@ from itemrooms.api.hub.backends.base import (
 from itemrooms.api.hub.backends.postgres_listener import Listener
 from itemrooms.api.hub.backends.postgres_presence import NodePresence
 from itemrooms.api.hub.backends.postgres_publish import PG_ERRORS, PublishBatcher
-from itemrooms.api.hub.backends.postgres_schema import MAX_NOTIFY_BYTES, VERSION, schema_sql
+from itemrooms.api.hub.backends.postgres_schema import (
+    MAX_NOTIFY_BYTES,
+    schema_sql,
+    version_problem,
+)
 
 log = logging.getLogger("itemrooms.postgres")
 
@@ -138,20 +142,9 @@ class PostgresBackend:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext($1))", f"itemrooms schema {self._schema}"
             )
-            rooms, version = await conn.fetchrow(
-                "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
-                f"{self._s}.rooms",
-                f"{self._s}.version",
-            )
-            found = None
-            if version:
-                found = await conn.fetchval(f"SELECT version FROM {self._s}.version")
-            if rooms and found != VERSION:
-                raise SchemaMismatch(
-                    f"schema {self._schema!r} holds tables of another itemrooms version "
-                    f"({found or 'before versions'}; this one needs {VERSION}): use another "
-                    f"ITEMROOMS_POSTGRES_SCHEMA, or drop it (DROP SCHEMA {self._s} CASCADE)"
-                )
+            problem = await version_problem(conn, self._schema)
+            if problem is not None:
+                raise SchemaMismatch(problem)
             await conn.execute(schema_sql(self._schema))
 
     async def _after_reconnect(self) -> None:

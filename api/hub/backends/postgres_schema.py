@@ -18,6 +18,7 @@ version rather than run against tables it does not know (api/hub/backends/postgr
 """
 
 import hashlib
+from typing import Any
 
 VERSION = 1
 
@@ -403,6 +404,25 @@ BEGIN
     RETURN forgotten;
 END $$;
 """
+
+
+async def version_problem(conn: Any, schema: str) -> str | None:
+    """Why the tables in ``schema`` are not ours to use (another itemrooms version made
+    them); None when they are, or when there are none yet."""
+    quoted = '"' + schema.replace('"', '""') + '"'
+    rooms, version = await conn.fetchrow(
+        "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+        f"{quoted}.rooms",
+        f"{quoted}.version",
+    )
+    found = await conn.fetchval(f"SELECT max(version) FROM {quoted}.version") if version else None
+    if not rooms or found == VERSION:
+        return None
+    return (
+        f"schema {schema!r} holds tables of another itemrooms version "
+        f"({found or 'one before versions'}; this one needs {VERSION}): use another "
+        f"ITEMROOMS_POSTGRES_SCHEMA, or drop it (DROP SCHEMA {quoted} CASCADE)"
+    )
 
 
 def schema_sql(schema: str) -> str:
