@@ -62,11 +62,12 @@ bench: install
 		$(BIN)/python -m bench.fanout --scenario redis; \
 	else echo "redis-server not found: the Redis scenario is skipped"; fi
 
-# The fault-injection kit's full run: every fault, three processes, network namespaces
-# when run as root (see chaos/README.md). make test runs its short run
-# (tests/chaos/test_short_run.py).
+# The fault-injection kit's full runs, on Redis then on PostgreSQL: every fault, three
+# processes, network namespaces when run as root (see chaos/README.md). make test runs
+# their short runs (tests/chaos/test_short_run.py).
 chaos: install
-	$(BIN)/python -m chaos
+	$(BIN)/python -m chaos --backend redis
+	$(BIN)/python -m chaos --backend postgres
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -15,7 +15,7 @@ History (H: the room's whole history, of its current epoch E):
    client's deliveries and H.
 5. A message delivered in epoch E is in H (history lost nothing it delivered).
 6. Messages carry their publisher's ``id`` (v1.1), in H and live.
-7. The epoch changes only in a fault that loses Redis's data.
+7. The epoch changes only in a fault that loses the backend's data.
 """
 
 from collections import defaultdict
@@ -102,7 +102,7 @@ def check_history(
         )
     if not loses_data and len(epochs) > 1:
         problems.append(
-            f"the epoch changed although Redis kept its data: {sorted(map(str, epochs))}"
+            f"the epoch changed although the backend kept its data: {sorted(map(str, epochs))}"
         )
     return counts
 

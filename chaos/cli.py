@@ -2,7 +2,8 @@
 
 Point it at your own configuration: every ``ITEMROOMS_*`` variable of the
 environment, and of ``--env-file``, goes to the servers (the kit sets only the
-backend, the Redis URL and prefix, and a history large enough to check).
+backend, its URL and a key prefix or schema of the run's own, and a history large
+enough to check).
 """
 
 import argparse
@@ -20,11 +21,17 @@ from chaos.run import run, validate
 def parse(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m chaos",
-        description="Fault injection for itemrooms: a private Redis, several processes, "
-        "busy clients, faults, and strict checks after each.",
+        description="Fault injection for itemrooms: a private Redis or PostgreSQL, several "
+        "processes, busy clients, faults, and strict checks after each.",
         epilog="faults: " + "; ".join(f"{f.name}: {f.summary}" for f in FAULTS.values()),
     )
     parser.add_argument("--short", action="store_true", help="the quick run (part of make test)")
+    parser.add_argument(
+        "--backend",
+        choices=("redis", "postgres"),
+        default="redis",
+        help="what the processes share: a private redis-server (default) or PostgreSQL",
+    )
     parser.add_argument("--faults", help="comma list of faults to run, in order")
     parser.add_argument("--processes", type=int, help="itemrooms serve processes (default 3)")
     parser.add_argument("--publishers", type=int, help="WebSocket publishers")
@@ -56,7 +63,7 @@ def parse(argv: list[str] | None) -> Options:
         action="store_false",
         help="no namespaces (and so no partition fault)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep logs and Redis data")
+    parser.add_argument("--keep", action="store_true", help="keep logs and backend data")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -64,7 +71,7 @@ def parse(argv: list[str] | None) -> Options:
     for path in args.env_file:
         env.update(read_env_file(path))
     if args.short:
-        options = short_run(env)
+        options = short_run(env, backend=args.backend)
         if args.netns:
             options = dataclasses.replace(options, netns=True)
     else:
@@ -73,7 +80,7 @@ def parse(argv: list[str] | None) -> Options:
             from chaos.netns import Namespaces
 
             wanted = Namespaces.available() is None
-        options = full_run(env, netns=wanted)
+        options = full_run(env, netns=wanted, backend=args.backend)
     changes: dict[str, object] = {"keep": args.keep, "verbose": args.verbose}
     for name, field in (
         ("processes", "processes"),
@@ -103,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     skipped = "" if options.netns else " (no network namespaces: partition skipped)"
     print(
-        f"chaos: {options.processes} processes, faults {', '.join(options.faults)}{skipped}",
+        f"chaos: {options.processes} processes on {options.backend}, "
+        f"faults {', '.join(options.faults)}{skipped}",
         file=sys.stderr,
     )
     outcome = asyncio.run(run(options))

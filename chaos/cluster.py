@@ -1,5 +1,6 @@
-"""One private Redis and N ``itemrooms serve`` processes sharing it: what the faults
-act on. The kit's clients reach every process, as through a load balancer."""
+"""One private backend (Redis or PostgreSQL) and N ``itemrooms serve`` processes sharing
+it: what the faults act on. The kit's clients reach every process, as through a load
+balancer."""
 
 import secrets
 import tempfile
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from chaos.netns import Namespace, Namespaces
 from chaos.options import Options
+from chaos.postgres_server import PrivatePostgres
 from chaos.processes import ServerProcess
 from chaos.redis_server import PrivateRedis, free_port
 
@@ -18,23 +20,30 @@ class Cluster:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"itemrooms-chaos-{self.tag}-"))
         self.namespaces = Namespaces(self.tag, options.processes) if options.netns else None
         self.spaces: list[Namespace] = []
-        self.redis: PrivateRedis | None = None
+        self.redis: PrivateRedis | None = None  # with --backend redis
+        self.postgres: PrivatePostgres | None = None  # with --backend postgres
         self.processes: list[ServerProcess] = []
 
     async def start(self) -> None:
         if self.namespaces is not None:
             self.spaces = self.namespaces.create()
-        binds = tuple(space.redis_host_ip for space in self.spaces)
-        self.redis = PrivateRedis(self.options.redis_server, self.workdir, binds)
-        await self.redis.start()
-        prefix = f"chaos-{self.tag}:"
+        binds = tuple(space.backend_host_ip for space in self.spaces)
+        if self.options.backend == "postgres":
+            self.postgres = PrivatePostgres(self.workdir, binds)
+            await self.postgres.start()
+            url, namespace = self.postgres.url, f"chaos_{self.tag}"
+        else:
+            self.redis = PrivateRedis(self.options.redis_server, self.workdir, binds)
+            await self.redis.start()
+            url, namespace = self.redis.url, f"chaos-{self.tag}:"
         for k in range(self.options.processes):
             space = self.spaces[k] if self.spaces else None
-            url = self.redis.url(space.redis_host_ip if space else "127.0.0.1")
             process = ServerProcess(
                 index=k,
                 itemrooms=self.options.itemrooms,
-                env=self.options.server_env(url, prefix),
+                env=self.options.server_env(
+                    url(space.backend_host_ip if space else "127.0.0.1"), namespace
+                ),
                 port=free_port(),
                 workdir=self.workdir,
                 host=space.client_ip if space else "127.0.0.1",
@@ -49,6 +58,8 @@ class Cluster:
             process.stop()
         if self.redis is not None:
             self.redis.kill()
+        if self.postgres is not None:
+            self.postgres.kill()
         if self.namespaces is not None:
             self.namespaces.remove()
 

@@ -1,10 +1,13 @@
 """The faults: each injects one failure, lifts it, and says when it was lifted.
 
 Every fault runs while publishers and readers are busy; the checks that follow
-(chaos/checks.py) are the same for all, except that only a fault which loses
-Redis's data may change a room's epoch. A few faults check something of their own
-while they run (a drained process closes its clients with 1001; a paused process's
-members are reaped by the others), as the documented behaviour of that fault.
+(chaos/checks.py) are the same for all, except that only a fault which loses the
+backend's data may change a room's epoch. Some faults are the backend's own (Redis
+restarted or stalled; PostgreSQL restarted, emptied, stalled, or a process's
+connections terminated); the others act on the itemrooms processes. A few faults
+check something of their own while they run (a drained process closes its clients
+with 1001; a paused process's members are reaped by the others), as the documented
+behaviour of that fault.
 """
 
 import asyncio
@@ -25,6 +28,7 @@ class Fault:
     name: str
     summary: str
     inject: Inject
+    backends: tuple[str, ...] = ("redis", "postgres")  # the backends it applies to
     loses_data: bool = False  # only then may a room's epoch change
     aof: bool = False  # Redis runs with AOF (appendfsync always) during this fault
     needs_netns: bool = False
@@ -33,7 +37,7 @@ class Fault:
 
 async def kill9(ctx: PhaseContext) -> None:
     ctx.victim.kill()
-    await asyncio.sleep(ctx.options.redis_down_s)  # the process stays dead this long
+    await asyncio.sleep(ctx.options.down_s)  # the process stays dead this long
     await ctx.victim.start()
     ctx.heal()
 
@@ -68,7 +72,7 @@ async def sigterm(ctx: PhaseContext) -> None:
 
 async def redis_restart(ctx: PhaseContext) -> None:
     assert ctx.cluster.redis is not None
-    await ctx.cluster.redis.restart(ctx.options.redis_down_s)
+    await ctx.cluster.redis.restart(ctx.options.down_s)
     ctx.heal()
 
 
@@ -77,7 +81,7 @@ async def redis_sigstop(ctx: PhaseContext) -> None:
     assert redis is not None
     redis.signal(signal.SIGSTOP)
     try:
-        await asyncio.sleep(ctx.options.redis_pause_s)  # the pause itself
+        await asyncio.sleep(ctx.options.backend_pause_s)  # the pause itself
     finally:
         redis.signal(signal.SIGCONT)
     ctx.heal()
@@ -85,7 +89,7 @@ async def redis_sigstop(ctx: PhaseContext) -> None:
 
 async def redis_client_pause(ctx: PhaseContext) -> None:
     assert ctx.cluster.redis is not None
-    pause = ctx.options.redis_pause_s
+    pause = ctx.options.backend_pause_s
     await ctx.cluster.redis.command("CLIENT", "PAUSE", int(pause * 1000), "ALL")
     await asyncio.sleep(pause)  # Redis lifts the pause by itself
     ctx.heal()
@@ -93,7 +97,7 @@ async def redis_client_pause(ctx: PhaseContext) -> None:
 
 async def redis_debug_sleep(ctx: PhaseContext) -> None:
     assert ctx.cluster.redis is not None
-    pause = ctx.options.redis_pause_s
+    pause = ctx.options.backend_pause_s
     await ctx.cluster.redis.command("DEBUG", "SLEEP", str(pause), timeout=pause + 10)
     ctx.heal()
 
@@ -130,16 +134,50 @@ async def process_pause(ctx: PhaseContext) -> None:
     ctx.heal()
 
 
+async def postgres_restart(ctx: PhaseContext, empty: bool = False) -> None:
+    assert ctx.cluster.postgres is not None
+    await ctx.cluster.postgres.restart(ctx.options.down_s, empty=empty)
+    ctx.heal()
+
+
+async def postgres_restart_empty(ctx: PhaseContext) -> None:
+    await postgres_restart(ctx, empty=True)
+
+
+async def postgres_terminate(ctx: PhaseContext) -> None:
+    """pg_terminate_backend of every connection of the victim (an operator, a pooler's
+    recycling, a failover): it must find new ones and miss nothing."""
+    assert ctx.cluster.postgres is not None and ctx.victim.process is not None
+    terminated = await ctx.cluster.postgres.terminate(f"itemrooms-{ctx.victim.process.pid}-%")
+    if not terminated:
+        ctx.violation(f"postgres-terminate: no connection of {ctx.victim.name} was found")
+    ctx.notes.append(f"terminated {terminated} connections")
+    ctx.heal()
+
+
+async def postgres_sigstop(ctx: PhaseContext) -> None:
+    postgres = ctx.cluster.postgres
+    assert postgres is not None
+    postgres.pause()
+    try:
+        await asyncio.sleep(ctx.options.backend_pause_s)  # the pause itself
+    finally:
+        postgres.resume()
+    ctx.heal()
+
+
 async def partition(ctx: PhaseContext) -> None:
-    """Cut the victim's link to Redis (its clients still reach it), then mend it."""
+    """Cut the victim's link to the backend (its clients still reach it), then mend it."""
     space = ctx.cluster.space_of(ctx.victim)
     Namespaces.cut(space)
     try:
-        await asyncio.sleep(ctx.options.redis_pause_s + 2)  # the partition itself
+        await asyncio.sleep(ctx.options.backend_pause_s + 2)  # the partition itself
     finally:
         Namespaces.heal(space)
     ctx.heal()
 
+
+REDIS, POSTGRES = ("redis",), ("postgres",)
 
 FAULTS = {
     fault.name: fault
@@ -150,19 +188,59 @@ FAULTS = {
             "redis-restart-aof",
             "kill -9 of Redis with AOF (fsync always), restarted",
             redis_restart,
+            backends=REDIS,
             aof=True,
         ),
         Fault(
             "redis-restart",
             "kill -9 of Redis without persistence: it comes back empty",
             redis_restart,
+            backends=REDIS,
             loses_data=True,
         ),
-        Fault("redis-sigstop", "Redis SIGSTOPped past the command timeout", redis_sigstop),
         Fault(
-            "redis-client-pause", "CLIENT PAUSE ALL past the command timeout", redis_client_pause
+            "redis-sigstop",
+            "Redis SIGSTOPped past the command timeout",
+            redis_sigstop,
+            backends=REDIS,
         ),
-        Fault("redis-debug-sleep", "DEBUG SLEEP past the command timeout", redis_debug_sleep),
+        Fault(
+            "redis-client-pause",
+            "CLIENT PAUSE ALL past the command timeout",
+            redis_client_pause,
+            backends=REDIS,
+        ),
+        Fault(
+            "redis-debug-sleep",
+            "DEBUG SLEEP past the command timeout",
+            redis_debug_sleep,
+            backends=REDIS,
+        ),
+        Fault(
+            "postgres-restart",
+            "PostgreSQL crashed (immediate shutdown) and restarted: it keeps its data",
+            postgres_restart,
+            backends=POSTGRES,
+        ),
+        Fault(
+            "postgres-restart-empty",
+            "PostgreSQL crashed and replaced by an empty cluster",
+            postgres_restart_empty,
+            backends=POSTGRES,
+            loses_data=True,
+        ),
+        Fault(
+            "postgres-terminate",
+            "pg_terminate_backend of every connection of a process",
+            postgres_terminate,
+            backends=POSTGRES,
+        ),
+        Fault(
+            "postgres-sigstop",
+            "PostgreSQL (every backend) SIGSTOPped past the command timeout",
+            postgres_sigstop,
+            backends=POSTGRES,
+        ),
         Fault(
             "process-pause",
             "a process SIGSTOPped past the presence TTL",
@@ -171,7 +249,7 @@ FAULTS = {
         ),
         Fault(
             "partition",
-            "a process cut off from Redis (veth down), its clients still on it",
+            "a process cut off from the backend (veth down), its clients still on it",
             partition,
             needs_netns=True,
             stalls_victim=True,

@@ -1,16 +1,17 @@
 """Network namespaces for the partition fault: each server process in a namespace of
-its own, reaching Redis over one veth pair and reached by the kit over another.
+its own, reaching the backend (Redis or PostgreSQL) over one veth pair and reached by
+the kit over another.
 
 Per process k (``b`` is this run's second octet, chosen so it collides with no
 address on the machine):
 
-    redis link   host 10.b.(2k).1/30   <->  namespace 10.b.(2k).2/30
-    client link  host 10.b.(2k+1).1/30 <->  namespace 10.b.(2k+1).2/30
+    backend link  host 10.b.(2k).1/30   <->  namespace 10.b.(2k).2/30
+    client link   host 10.b.(2k+1).1/30 <->  namespace 10.b.(2k+1).2/30
 
-Redis also binds the host ends of the redis links. A partition sets the host end of
-one redis link down: that process and Redis stop hearing each other (packets are
-dropped, nothing is refused), while the kit's clients still reach the process over
-its client link, exactly as a client behind a load balancer would. Needs root and
+The backend also binds the host ends of the backend links. A partition sets the host
+end of one backend link down: that process and the backend stop hearing each other
+(packets are dropped, nothing is refused), while the kit's clients still reach the
+process over its client link, exactly as a client behind a load balancer would. Needs root and
 iproute2; every namespace and link is removed at the end of the run.
 """
 
@@ -32,8 +33,8 @@ def _ip(*args: str) -> str:
 @dataclass(frozen=True)
 class Namespace:
     name: str
-    redis_host_end: str  # the interface a partition sets down
-    redis_host_ip: str  # where the process reaches Redis
+    backend_host_end: str  # the interface a partition sets down
+    backend_host_ip: str  # where the process reaches the backend
     client_ip: str  # where the kit reaches the process
 
 
@@ -92,18 +93,18 @@ class Namespaces:
             ends[link] = host
         return Namespace(
             name=name,
-            redis_host_end=ends["r"],
-            redis_host_ip=f"10.{self.octet}.{2 * k}.1",
+            backend_host_end=ends["r"],
+            backend_host_ip=f"10.{self.octet}.{2 * k}.1",
             client_ip=f"10.{self.octet}.{2 * k + 1}.2",
         )
 
     @staticmethod
     def cut(space: Namespace) -> None:
-        _ip("link", "set", space.redis_host_end, "down")
+        _ip("link", "set", space.backend_host_end, "down")
 
     @staticmethod
     def heal(space: Namespace) -> None:
-        _ip("link", "set", space.redis_host_end, "up")
+        _ip("link", "set", space.backend_host_end, "up")
 
     def remove(self) -> None:
         """Deleting a namespace deletes its veth ends, and with them the host ends."""

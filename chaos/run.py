@@ -29,13 +29,18 @@ class RunResult:
     def report(self) -> str:
         verdict = "all invariants held" if self.passed else "INVARIANTS BROKEN"
         return f"{render(self.results, self.errors)}\n{verdict} in {self.seconds:.0f} s" + (
-            f"; logs and Redis data in {self.workdir}" if self.workdir else ""
+            f"; logs and backend data in {self.workdir}" if self.workdir else ""
         )
 
 
 def validate(options: Options) -> list[str]:
     """Problems with the options themselves, found before anything starts."""
     problems = [f"unknown fault {name!r}" for name in options.faults if name not in FAULTS]
+    problems += [
+        f"fault {name!r} is not for the {options.backend} backend"
+        for name in options.faults
+        if name in FAULTS and options.backend not in FAULTS[name].backends
+    ]
     wants_netns = any(FAULTS[n].needs_netns for n in options.faults if n in FAULTS)
     if wants_netns and not options.netns:
         problems.append("the partition fault needs --netns")

@@ -1,6 +1,9 @@
 """Shared fixtures: a real server, tokens, and a health check for after each rejection."""
 
+import asyncio
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -10,6 +13,7 @@ import asyncpg
 import pytest
 import redis
 
+from chaos.postgres_server import PrivatePostgres
 from itemrooms.auth.tokens import mint_token
 from tests.support.client import join, recv_type, send_json
 from tests.support.server import ServerProcess
@@ -72,6 +76,18 @@ async def postgres_schema() -> AsyncIterator[str]:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL of this test's own, to crash, empty, pause or cut off (the fault
+    kit's, chaos/postgres_server.py); removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="itemrooms-pg-"))
+    instance = PrivatePostgres(workdir)
+    asyncio.run(instance.start())
+    yield instance
+    instance.kill()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

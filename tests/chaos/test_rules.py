@@ -70,7 +70,7 @@ def test_an_epoch_change_without_data_loss_is_a_problem() -> None:
     ledger = Ledger()
     acked(ledger, "b", E2, 1)
     ledger.observe("r0", E1, 1, "a")
-    assert "the epoch changed although Redis kept its data" in problems_of(
+    assert "the epoch changed although the backend kept its data" in problems_of(
         ledger, History(E2, 1, [message(1, "b")])
     )
 

@@ -1,7 +1,10 @@
-"""The fault-injection kit's short run, as ``make test`` runs it: two processes, a
-private Redis, four faults (kill -9 and restart, Redis restarted empty, DEBUG SLEEP
-past the command timeout, a process paused past the presence TTL), every invariant
-checked after each. About 30 s on two cores; ``make chaos`` is the full run.
+"""The fault-injection kit's short run, as ``make test`` runs it, once per backend: two
+processes and four faults, every invariant checked after each. On a private Redis:
+kill -9 and restart, Redis restarted empty, DEBUG SLEEP past the command timeout, a
+process paused past the presence TTL. On a private PostgreSQL: kill -9 and restart,
+PostgreSQL crashed and restarted, every connection of a process terminated, a process
+paused past the presence TTL. About 30 s each on two cores; ``make chaos`` is the full
+run.
 
 A subprocess, exactly as a user runs it, with none of this machine's ITEMROOMS_*
 settings: the kit's defaults are what is tested here.
@@ -21,10 +24,11 @@ RUN_TIMEOUT_S = 100.0  # a safety net: the run itself takes about half a minute
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 10)
-def test_the_short_run_breaks_no_invariant() -> None:
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
+def test_the_short_run_breaks_no_invariant(backend: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ITEMROOMS_")}
     done = subprocess.run(
-        [sys.executable, "-m", "chaos", "--short"],
+        [sys.executable, "-m", "chaos", "--short", "--backend", backend],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -33,6 +37,6 @@ def test_the_short_run_breaks_no_invariant() -> None:
     )
     report = done.stdout + done.stderr
     assert done.returncode == 0, report
-    for fault in SHORT_FAULTS:
+    for fault in SHORT_FAULTS[backend]:
         assert f"\n{fault} " in "\n" + done.stdout, report
     assert "all invariants held" in done.stdout, report

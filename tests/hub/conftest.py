@@ -8,7 +8,7 @@ that is deleted afterwards.
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -19,7 +19,6 @@ from itemrooms.api.hub.backends.memory import MemoryBackend
 from itemrooms.api.hub.backends.postgres import PostgresBackend
 from itemrooms.api.hub.backends.redis import RedisBackend
 from tests.conftest import POSTGRES_URL
-from tests.support.postgres_server import PrivatePostgres
 
 HISTORY = 10
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -123,11 +122,3 @@ async def postgres_nodes(postgres_schema: str) -> AsyncIterator[PostgresFactory]
     yield start
     for node in started:
         await node.stop()
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL of this test's own, to crash, empty or pause."""
-    instance = PrivatePostgres().start()
-    yield instance
-    instance.stop()

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from chaos.postgres_server import PrivatePostgres, terminate_backends
 from itemrooms.api.hub.backends.base import (
     BackendUnavailable,
     EpochChange,
@@ -24,7 +25,6 @@ from itemrooms.api.hub.backends.postgres_listener import Listener
 from itemrooms.api.hub.backends.postgres_publish import PublishBatcher
 from tests.conftest import POSTGRES_URL
 from tests.hub.conftest import WAIT_S, PostgresFactory, Recorder
-from tests.support.postgres_server import PrivatePostgres, terminate_backends
 
 ALICE = Sender("alice", "c_a")
 BOB = Sender("bob", "c_b")
@@ -53,7 +53,7 @@ def application(node: PostgresBackend) -> str:
 async def test_a_publish_postgres_stalls_on_is_outcome_unknown_and_its_retry_applies_once(
     postgres_nodes: PostgresFactory, private_postgres: PrivatePostgres
 ) -> None:
-    node, _ = await postgres_nodes(private_postgres.url, command_timeout_s=0.5)
+    node, _ = await postgres_nodes(private_postgres.url(), command_timeout_s=0.5)
     await node.publish("warm", ALICE, b"0", None)  # the publishing connection, open
     private_postgres.pause()
     try:
@@ -76,13 +76,13 @@ async def test_a_publish_postgres_stalls_on_is_outcome_unknown_and_its_retry_app
 async def test_a_publish_while_postgres_is_down_is_certainly_not_published(
     postgres_nodes: PostgresFactory, private_postgres: PrivatePostgres
 ) -> None:
-    node, _ = await postgres_nodes(private_postgres.url, command_timeout_s=0.5)
+    node, _ = await postgres_nodes(private_postgres.url(), command_timeout_s=0.5)
     assert (await node.publish("r", ALICE, b"1", None)).seq == 1
     private_postgres.crash()
     await until(_not(node.ready), "still ready with PostgreSQL down")
     with pytest.raises(BackendUnavailable):
         await node.publish("r", ALICE, b"2", None, "m-2")
-    await asyncio.to_thread(private_postgres.start)
+    await private_postgres.start()
 
     async def ready() -> bool:
         return await node.ready()
@@ -153,8 +153,8 @@ async def test_a_restarted_postgres_keeps_every_seq_and_presence_does_not_flap(
 ) -> None:
     """A crash and restart keeps what was committed; presence (unlogged) is gone and
     every process registers its members again, with no leave for anyone present."""
-    one, events = await postgres_nodes(private_postgres.url, command_timeout_s=1.0)
-    two, _ = await postgres_nodes(private_postgres.url, command_timeout_s=1.0)
+    one, events = await postgres_nodes(private_postgres.url(), command_timeout_s=1.0)
+    two, _ = await postgres_nodes(private_postgres.url(), command_timeout_s=1.0)
     await one.subscribe("r")
     await one.join("r", ALICE)
     await two.subscribe("r")
@@ -164,7 +164,7 @@ async def test_a_restarted_postgres_keeps_every_seq_and_presence_does_not_flap(
     await events.until(lambda evs: seqs(evs) == [1, 2, 3] and lapse_of(evs, BOB) == ["join"])
     private_postgres.crash()
     await until(_not(one.ready), "still ready with PostgreSQL down")
-    await asyncio.to_thread(private_postgres.start)
+    await private_postgres.start()
     await until(one.ready, "never ready again")
     await until(two.ready, "never ready again")
 
@@ -182,14 +182,14 @@ async def test_a_restarted_postgres_keeps_every_seq_and_presence_does_not_flap(
 async def test_a_database_come_back_empty_is_a_new_epoch_numbered_after_what_was_seen(
     postgres_nodes: PostgresFactory, private_postgres: PrivatePostgres
 ) -> None:
-    node, events = await postgres_nodes(private_postgres.url, command_timeout_s=1.0)
+    node, events = await postgres_nodes(private_postgres.url(), command_timeout_s=1.0)
     await node.subscribe("r")
     await node.join("r", ALICE)
     for n in (1, 2, 3):
         first = await node.publish("r", ALICE, b"%d" % n, None)
     await events.until(lambda evs: seqs(evs) == [1, 2, 3])
     private_postgres.wipe()  # the tables, the schema and all: gone
-    await asyncio.to_thread(private_postgres.start)
+    await private_postgres.start()
     await events.until(lambda evs: any(isinstance(e, EpochChange) for e in evs))
     await until(node.ready, "never ready again")
     snap = await node.snapshot("r", 0)

@@ -10,31 +10,24 @@ tests/chaos/test_short_run.py runs it as make test does.
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from chaos.postgres_server import PrivatePostgres, terminate_backends
 from tests.conftest import Mint, assert_healthy
 from tests.support.client import closed_with, join, open_room, recv_json, recv_type, send_json
 from tests.support.faults import Frame, frames_until, history, present, until, wait_ready
-from tests.support.postgres_server import PrivatePostgres, terminate_backends
 from tests.support.server import ServerProcess
 
 Starter = Callable[..., ServerProcess]
 TTL_S = 2
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    instance = PrivatePostgres().start()
-    yield instance
-    instance.stop()
-
-
 def on_postgres(postgres: PrivatePostgres, **overrides: Any) -> dict[str, Any]:
     """Settings of a server on ``postgres``, short enough for a test of a few seconds."""
-    settings: dict[str, Any] = {"backend": "postgres", "postgres_url": postgres.url}
+    settings: dict[str, Any] = {"backend": "postgres", "postgres_url": postgres.url()}
     settings |= {"presence_ttl_s": TTL_S, "postgres_timeout_s": 1, "history_size": 1000}
     return settings | overrides
 
@@ -64,7 +57,7 @@ async def test_postgres_outage_and_recovery_empty(
     assert await closed_with(refused, timeout=15) == (1011, "internal_error")
     assert server.get("/healthz").status_code == 200  # alive, just not ready
 
-    await asyncio.to_thread(private_postgres.start)
+    await private_postgres.start()
     # The room's sequence is lost: its member is told so, and resumes.
     assert await closed_with(a, timeout=15) == (1012, "epoch_changed")
     await wait_ready(server, True)
@@ -101,7 +94,7 @@ async def test_a_restart_keeps_every_acknowledged_message_once_and_no_seq_twice(
             if n == 20:
                 private_postgres.crash()
                 await _publish_refused(writer, n)
-                await asyncio.to_thread(private_postgres.start)
+                await private_postgres.start()
             acked[f"m-{n}"] = await _publish_until_acked(writer, n)
         frames = await frames_until(reader, lambda f: f.get("id") == "m-39", timeout=20)
     seen = [(f["seq"], f["id"]) for f in frames if f["type"] == "message"]
@@ -159,7 +152,7 @@ async def test_a_process_whose_connections_are_terminated_heals_with_nothing_mis
     async with reader, writer:
         await recv_type(reader, "presence")
         assert one.process is not None
-        assert await terminate_backends(private_postgres.url, f"itemrooms-{one.process.pid}-%")
+        assert await terminate_backends(private_postgres.url(), f"itemrooms-{one.process.pid}-%")
         for n in range(5):  # while the reader's process finds new connections
             await send_json(writer, {"type": "publish", "data": n, "ref": str(n)})
         restored = "PostgreSQL connection restored"
