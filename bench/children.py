@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bench.system import process_cpu_s
+from bench.system import process_cpu_s, process_tree_cpu_s
 
 
 class BenchError(RuntimeError):
@@ -51,6 +51,7 @@ class Child:
         cpu: int | None,
         env: Mapping[str, str],
         cwd: str,
+        user: str | None = None,
     ) -> None:
         self.name = name
         self.lines: list[str] = []
@@ -63,6 +64,7 @@ class Child:
             text=True,
             env=dict(env),
             cwd=cwd,
+            user=user,
         )
         self._pump = threading.Thread(target=self._read, name=f"pump {name}", daemon=True)
         self._pump.start()
@@ -80,6 +82,10 @@ class Child:
 
     def cpu_s(self) -> float:
         return process_cpu_s(self.pid) or 0.0
+
+    def tree_cpu_s(self) -> float:
+        """Its CPU and its descendants' (PostgreSQL's backends are processes of their own)."""
+        return process_tree_cpu_s(self.pid)
 
     def output(self, last: int = 40) -> str:
         return "".join(self.lines[-last:])

@@ -42,7 +42,7 @@ def parse_args(
     args.runs = args.runs or (1 if args.quick else 3)
     args.connections = args.connections or (quick if args.quick else full)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    if not args.servers or any(s not in SPECS or SPECS[s].redis for s in args.servers):
+    if not args.servers or any(s not in SPECS or SPECS[s].db is not None for s in args.servers):
         p.error(f"--servers: choose from {', '.join(SERVERS)}")
     if not 1 <= args.load_procs <= args.connections:
         p.error("--load-procs must be between 1 and --connections")

@@ -3,6 +3,7 @@
     python -m bench.fanout            # 1,000 members, 3 interleaved runs each
     python -m bench.fanout --quick    # smoke run: 50 members, a few seconds
     python -m bench.fanout --scenario redis   # two Redis-backed processes vs one
+    python -m bench.fanout --scenario postgres   # two PostgreSQL-backed processes vs one
 
 Each run starts a fresh server pinned to one core and the load generator
 pinned to the other, measures deliveries per second (message frames received
@@ -21,7 +22,9 @@ output says whether the generator, not the server, was the limit
 The Redis scenario runs ``itemrooms-redis2`` (two itemrooms processes with the
 Redis backend and a private redis-server, all three on the server core, the
 members split evenly between the two processes) against ``itemrooms`` (one
-process, memory backend, same core), and reports the per-core ratio.
+process, memory backend, same core), and reports the per-core ratio; the
+PostgreSQL scenario does the same with ``itemrooms-postgres2`` and a private
+PostgreSQL cluster (every backend process of it on the server core too).
 """
 
 import argparse
@@ -48,7 +51,15 @@ from bench.report import (
     table,
 )
 from bench.run import Config, RunResult, run_once
-from bench.servers import CEILING, ITEMROOMS, ITEMROOMS_REDIS2, PLAIN, SPECS, TUTORIAL
+from bench.servers import (
+    CEILING,
+    ITEMROOMS,
+    ITEMROOMS_POSTGRES2,
+    ITEMROOMS_REDIS2,
+    PLAIN,
+    SPECS,
+    TUTORIAL,
+)
 from bench.system import (
     REPO,
     RESULTS,
@@ -60,7 +71,12 @@ from bench.system import (
 
 SERVERS = (ITEMROOMS, PLAIN, TUTORIAL)  # the default run
 BASELINES = (PLAIN, TUTORIAL)  # itemrooms / each of these, when both are in the run
-SCENARIOS = {"fanout": SERVERS, "redis": (ITEMROOMS_REDIS2, ITEMROOMS)}
+SCENARIOS = {
+    "fanout": SERVERS,
+    "redis": (ITEMROOMS_REDIS2, ITEMROOMS),
+    "postgres": (ITEMROOMS_POSTGRES2, ITEMROOMS),
+}
+SHARED = (ITEMROOMS_REDIS2, ITEMROOMS_POSTGRES2)  # one room over two processes and a db
 PER_CORE_TARGET = 0.8  # the project's goal for itemrooms-redis2 / itemrooms per core
 
 
@@ -84,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=tuple(SCENARIOS),
         default="fanout",
         help="fanout: itemrooms vs plain and tutorial (default); "
-        "redis: itemrooms-redis2 vs itemrooms",
+        "redis: itemrooms-redis2 vs itemrooms; postgres: itemrooms-postgres2 vs itemrooms",
     )
     p.add_argument(
         "--servers",
@@ -127,14 +143,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def setup_line(args: argparse.Namespace) -> str:
-    """Where everything ran, for the Redis scenario's header."""
+    """Where everything ran, for the database scenarios' header."""
     if args.no_pin:
         return "setup: not pinned (--no-pin): 'per core' below does not hold"
     return (
-        f"setup: every itemrooms server process and the private redis-server pinned to "
-        f"CPU {args.server_cpu} (itemrooms-redis2 = 2 itemrooms processes + redis-server on "
-        f"that one core, members split evenly, publisher on the first; itemrooms = 1 process, "
-        f"memory backend, same core); load generator on CPU {args.load_cpu}"
+        f"setup: every itemrooms server process and the private database (redis-server, or "
+        f"PostgreSQL and its backends) pinned to CPU {args.server_cpu} (itemrooms-redis2, "
+        f"itemrooms-postgres2 = 2 itemrooms processes + the database on that one core, members "
+        f"split evenly, publisher on the first; itemrooms = 1 process, memory backend, same "
+        f"core); load generator on CPU {args.load_cpu}"
     )
 
 
@@ -148,9 +165,9 @@ def per_core_lines(ratio: dict[str, float], mine: str, base: str) -> list[str]:
         met = "met by one measure only"
     return [
         f"{mine}/{base}, per core (both on one core): deliveries/s x{rate:.2f}; "
-        f"deliveries per CPU-second of that core (itemrooms + Redis) x{cpu:.2f}",
+        f"deliveries per CPU-second of that core (itemrooms + database) x{cpu:.2f}",
         f"  itemrooms processes' CPU per delivery x{ratio['server_us_per_delivery']:.2f}, "
-        f"with Redis x{ratio['total_us_per_delivery']:.2f} (above 1 = {mine} spends more)",
+        f"with the database x{ratio['total_us_per_delivery']:.2f} (above 1 = {mine} spends more)",
         f"  target >= {PER_CORE_TARGET}x per core: {met} (deliveries/s holds when both are "
         f"server bound; per CPU-second holds whichever side was the bottleneck)",
     ]
@@ -236,9 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         deadline_s=120.0,
         redis_server=args.redis_server,
     )
-    uses_redis = any(SPECS[name].redis for name in args.servers)
+    dbs = sorted({db for name in args.servers if (db := SPECS[name].db) is not None})
+    uses_redis = "redis" in dbs
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    kind = "fanout-redis" if uses_redis else "fanout"
+    kind = "-".join(["fanout", *dbs])
     out = args.out or RESULTS / f"{kind}-{stamp}.json"
     logs = out.with_name(out.stem + "-logs")
     title = (
@@ -246,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         f"window {cfg.window}, {cfg.load_procs} load process(es), {args.runs} run(s) per server, "
         f"interleaved; medians"
     )
-    env = environment(args.redis_server if uses_redis else None)
+    env = environment(args.redis_server if uses_redis else None, postgres="postgres" in dbs)
     print(title, flush=True)
-    if uses_redis:
+    if dbs:
         print(setup_line(args), flush=True)
     started = time.monotonic()
     results: dict[str, list[RunResult]] = {name: [] for name in args.servers}
@@ -270,11 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     if all_ratios:
         print()
         print("\n".join(ratio_lines(all_ratios)))
-    per_core: dict[str, float] = {}
-    if ITEMROOMS_REDIS2 in by_name and ITEMROOMS in by_name:
-        per_core = per_core_ratios(by_name[ITEMROOMS_REDIS2], by_name[ITEMROOMS])
-        print()
-        print("\n".join(per_core_lines(per_core, ITEMROOMS_REDIS2, ITEMROOMS)))
+    per_core: dict[str, dict[str, float]] = {}
+    for shared in SHARED:
+        if shared in by_name and ITEMROOMS in by_name:
+            per_core[shared] = per_core_ratios(by_name[shared], by_name[ITEMROOMS])
+            print()
+            print("\n".join(per_core_lines(per_core[shared], shared, ITEMROOMS)))
     total = time.monotonic() - started
     warning = finish_environment(env)
     if warning:
@@ -291,10 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     if ceiling is not None:
         report["ceiling"] = ceiling_report(ceiling, ceiling_runs, summaries)
-    if uses_redis:
+    if dbs:
         report["setup"] = setup_line(args)
         report["per_core_target"] = PER_CORE_TARGET
-        report[f"ratio_{ITEMROOMS_REDIS2}_over_{ITEMROOMS}_per_core"] = per_core
+        for shared, ratio in per_core.items():
+            report[f"ratio_{shared}_over_{ITEMROOMS}_per_core"] = ratio
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     marks = {"deliveries/s": ("load generator ceiling", top)} if top else {}
@@ -303,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{total:.0f}s in all; results: {out}; server logs: {logs}/{plot}")
     # Non-zero when a number above cannot be trusted or a member missed something.
     checked = [*summaries, *([ceiling] if ceiling is not None else [])]
-    bad = any(s.failed or s.lost or s.evicted or s.redis_problems for s in checked)
+    bad = any(s.failed or s.lost or s.evicted or s.db_problems for s in checked)
     return 1 if bad else 0
 
 

@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 <= args.warmup < args.seconds:
         p.error("--warmup must be at least 0 and below --seconds")
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = [s for s in args.servers if s not in SPECS or SPECS[s].redis]
+    unknown = [s for s in args.servers if s not in SPECS or SPECS[s].db is not None]
     if unknown or not args.servers:
         p.error(f"--servers: choose from {ITEMROOMS}, {PLAIN}, {TUTORIAL}")
     return args

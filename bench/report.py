@@ -19,11 +19,12 @@ the most the generator can receive. Every server's rate is reported as a
 fraction of it, and a server that comes near it (``NEAR_CEILING``) is flagged
 as possibly generator bound, whatever the CPU counters say.
 
-Why Redis is a column of its own: in the Redis scenario (``itemrooms-redis2``)
-"server" is the two itemrooms processes together, and the private
-redis-server, pinned to the same core, is reported beside them; "total" is
-both, the CPU that core spends per delivery. The table has those columns only
-when a Redis-backed server is in it, so the default table is unchanged.
+Why the database is a column of its own: in the Redis and PostgreSQL scenarios
+(``itemrooms-redis2``, ``itemrooms-postgres2``) "server" is the two itemrooms
+processes together, and the private database (redis-server, or PostgreSQL with all
+its backend processes), pinned to the same core, is reported beside them as "db";
+"total" is both, the CPU that core spends per delivery. The table has those columns
+only when a database-backed server is in it, so the default table is unchanged.
 """
 
 import argparse
@@ -62,11 +63,11 @@ class Summary:
     problems: dict[str, int]  # server log problem lines by phase, over all runs
     setup_s: float
     verdict: str
-    redis: bool = False  # a Redis-backed server: the Redis columns apply
-    redis_us: float = 0.0  # median Redis CPU µs per delivery
-    redis_pct: float = 0.0
-    total_us: float = 0.0  # median of (servers + Redis) CPU µs per delivery
-    redis_problems: int = 0  # problem lines in the Redis logs, over all runs
+    db: str | None = None  # "redis" or "postgres": the database columns apply
+    db_us: float = 0.0  # median database CPU µs per delivery
+    db_pct: float = 0.0
+    total_us: float = 0.0  # median of (servers + database) CPU µs per delivery
+    db_problems: int = 0  # problem lines in the database logs, over all runs
     process_us: dict[str, float] | None = None  # several processes: median µs/dlv each
     ceiling: float = 0.0  # the load generator's ceiling (deliveries/s) when measured
     of_ceiling: float = 0.0  # rate / ceiling
@@ -121,8 +122,8 @@ def summarize(
     other_load = med([r.other_busy_pct.get(load_cpu, 0.0) for r in ok])
     server_pct = med([r.server_cpu_pct for r in ok])
     load_pct = med([r.load_cpu_pct for r in ok])
-    redis = SPECS[server].redis if server in SPECS else False
-    redis_pct = med([r.redis_cpu_pct for r in ok])
+    db = SPECS[server].db if server in SPECS else None
+    db_pct = med([r.db_cpu_pct for r in ok])
     process_us: dict[str, float] | None = None
     if any(r.server_cpu_by_process for r in ok):
         names = sorted({n for r in ok for n in r.server_cpu_by_process})
@@ -155,18 +156,18 @@ def summarize(
         problems=problems,
         setup_s=med([r.setup_s for r in ok]),
         verdict=verdict(
-            server_pct + redis_pct + other_server >= FULL_PCT,
+            server_pct + db_pct + other_server >= FULL_PCT,
             load_pct + other_load >= FULL_PCT,
             max(other_server, other_load),
             of_ceiling,
         )
         if any(r.ok for r in runs)
         else "no run could be measured",
-        redis=redis,
-        redis_us=med([r.redis_us_per_delivery for r in ok]),
-        redis_pct=redis_pct,
-        total_us=med([r.server_us_per_delivery + r.redis_us_per_delivery for r in ok]),
-        redis_problems=sum(len(r.redis_log_problems) for r in runs),
+        db=db,
+        db_us=med([r.db_us_per_delivery for r in ok]),
+        db_pct=db_pct,
+        total_us=med([r.server_us_per_delivery + r.db_us_per_delivery for r in ok]),
+        db_problems=sum(len(r.db_log_problems) for r in runs),
         process_us=process_us,
         ceiling=ceiling,
         of_ceiling=of_ceiling,
@@ -179,10 +180,9 @@ def run_line(r: RunResult) -> str:
     others = " ".join(f"{k} {v:.0f}%" for k, v in r.other_busy_pct.items())
     extra = f" lost {r.lost}" if r.lost else ""
     extra += f" closes {r.closes}" if r.closes else ""
-    if r.server in SPECS and SPECS[r.server].redis:
-        extra = (
-            f" | redis {r.redis_us_per_delivery:4.1f} µs/delivery {r.redis_cpu_pct:3.0f}%{extra}"
-        )
+    db = SPECS[r.server].db if r.server in SPECS else None
+    if db is not None:
+        extra = f" | {db} {r.db_us_per_delivery:4.1f} µs/delivery {r.db_cpu_pct:3.0f}%{extra}"
     return (
         f"  {r.server:<10} run {r.run}: {r.deliveries_per_s:>9,.0f} deliveries/s in "
         f"{r.elapsed_s:5.2f}s | server {r.server_us_per_delivery:5.1f} µs/delivery "
@@ -199,8 +199,8 @@ def ceiling_cell(s: Summary) -> str:
 
 def table(summaries: list[Summary], title: str, ceiling: Summary | None = None) -> str:
     """Medians per server, the ceiling's row last, then the verdicts and the ceiling's."""
-    if any(s.redis for s in summaries):
-        return redis_table(summaries, title, ceiling)
+    if any(s.db for s in summaries):
+        return db_table(summaries, title, ceiling)
     head = (
         f"{'server':<10} {'deliveries/s':>12} {'(min-max)':>19} {'of ceil':>7} "
         f"{'srv µs/dlv':>10} {'srv CPU':>7} {'load CPU':>8} {'load µs/f':>9} "
@@ -302,26 +302,27 @@ def ceiling_lines(c: Summary, summaries: list[Summary]) -> list[str]:
     return lines
 
 
-def redis_table(summaries: list[Summary], title: str, ceiling: Summary | None = None) -> str:
-    """The table with Redis's CPU beside the servers' (srv = all itemrooms processes)."""
+def db_table(summaries: list[Summary], title: str, ceiling: Summary | None = None) -> str:
+    """The table with the database's CPU beside the servers' (srv = all itemrooms
+    processes; db = redis-server, or PostgreSQL with its backend processes)."""
     rows = [*summaries, *([ceiling] if ceiling else [])]
     width = max(10, *(len(s.server) for s in rows))
     head = (
         f"{'server':<{width}} {'deliveries/s':>12} {'(min-max)':>19} {'of ceil':>7} "
-        f"{'srv µs/dlv':>10} {'redis µs/dlv':>12} {'total µs/dlv':>12} {'srv CPU':>7} "
-        f"{'redis CPU':>9} {'load CPU':>8} {'load µs/f':>9} {'others srv/load':>15} "
+        f"{'srv µs/dlv':>10} {'db µs/dlv':>12} {'total µs/dlv':>12} {'srv CPU':>7} "
+        f"{'db CPU':>9} {'load CPU':>8} {'load µs/f':>9} {'others srv/load':>15} "
         f"{'lost':>5} {'evicted':>7}"
     )
     lines = [title, head, "-" * len(head)]
     for s in rows:
         spread = f"({s.rate_min / 1000:,.1f}k-{s.rate_max / 1000:,.1f}k)"
         others = f"{s.other_server_core:.0f}%/{s.other_load_core:.0f}%"
-        redis_us = f"{s.redis_us:.1f}" if s.redis else "-"
-        redis_pct = f"{s.redis_pct:.0f}%" if s.redis else "-"
+        db_us = f"{s.db_us:.1f}" if s.db else "-"
+        db_pct = f"{s.db_pct:.0f}%" if s.db else "-"
         lines.append(
             f"{s.server:<{width}} {s.rate:>12,.0f} {spread:>19} {ceiling_cell(s):>7} "
-            f"{s.server_us:>10.1f} {redis_us:>12} {s.total_us:>12.1f} {s.server_pct:>6.0f}% "
-            f"{redis_pct:>9} {s.load_pct:>7.0f}% {s.load_us:>9.1f} {others:>15} {s.lost:>5} "
+            f"{s.server_us:>10.1f} {db_us:>12} {s.total_us:>12.1f} {s.server_pct:>6.0f}% "
+            f"{db_pct:>9} {s.load_pct:>7.0f}% {s.load_us:>9.1f} {others:>15} {s.lost:>5} "
             f"{sum(s.evicted.values()):>7}"
         )
     lines.append("")
@@ -336,8 +337,8 @@ def redis_table(summaries: list[Summary], title: str, ceiling: Summary | None = 
             lines.append(f"{s.server}: members closed by the server: {s.evicted}")
         if any(s.problems.values()):
             lines.append(f"{s.server}: problem lines in the server logs: {s.problems}")
-        if s.redis_problems:
-            lines.append(f"{s.server}: {s.redis_problems} problem line(s) in the Redis logs")
+        if s.db_problems:
+            lines.append(f"{s.server}: {s.db_problems} problem line(s) in the {s.db} logs")
     if ceiling is not None:
         lines += ["", *ceiling_lines(ceiling, summaries)]
     return "\n".join(lines)
@@ -352,15 +353,15 @@ def ratios(a: Summary, b: Summary) -> dict[str, float]:
 
 
 def per_core_ratios(a: Summary, b: Summary) -> dict[str, float]:
-    """``a`` (servers + Redis on one core) over ``b`` (one server on the same core).
+    """``a`` (servers + database on one core) over ``b`` (one server on the same core).
 
     - ``deliveries_per_s``: both ran on one core, so this is the per-core rate
       ratio, meaningful when both were server bound;
     - ``deliveries_per_cpu_s``: deliveries per CPU-second spent on that core
-      (servers + Redis), b's CPU per delivery over a's: the per-core ratio that
+      (servers + database), b's CPU per delivery over a's: the per-core ratio that
       does not depend on which side was the bottleneck;
     - ``server_us_per_delivery``, ``total_us_per_delivery``: a's CPU over b's,
-      without and with Redis (above 1 = a spends more).
+      without and with the database (above 1 = a spends more).
     """
     return {
         "deliveries_per_s": a.rate / b.rate if b.rate else 0.0,

@@ -10,9 +10,10 @@ Why the phases are what they are:
   process): first publish to last delivery, with no orchestration latency;
 - the server's log is split at the same points, so an error while measuring
   is told apart from noise while connecting or tearing down;
-- a room served by several processes (``itemrooms-redis2``): "server" is the
-  sum of those processes, each also kept apart in ``server_cpu_by_process``;
-  the private Redis is counted separately (``redis_*``), never in "server",
+- a room served by several processes (``itemrooms-redis2``, ``-postgres2``):
+  "server" is the sum of those processes, each also kept apart in
+  ``server_cpu_by_process``; the private database (Redis, or PostgreSQL with all
+  its backend processes) is counted separately (``db_*``), never in "server",
   and with the servers as "ours" on the server core.
 """
 
@@ -28,18 +29,20 @@ from bench.children import BenchError, Child, clean_env, free_port
 from bench.samples import load_samples, percentiles
 from bench.servers import (
     SPECS,
-    start_redis,
+    Database,
+    start_database,
     start_server,
-    stop_redis,
     stop_server,
     ws_url,
 )
 from bench.system import core_times
 
 PROBLEM = re.compile(r"ERROR|CRITICAL|WARNING|Traceback|Exception|slow_consumer|closing c_")
-# Redis warns at start about the host (overcommit, THP): only what hurts a run counts.
-REDIS_PROBLEM = re.compile(
+# Redis warns at start about the host (overcommit, THP), PostgreSQL logs its start and
+# checkpoints: only what hurts a run counts.
+DB_PROBLEM = re.compile(
     r"output buffer limit|OOM|out of memory|Fatal|Guru Meditation|Connection reset|ERR "
+    r"|ERROR:|FATAL:|PANIC:|deadlock"
 )
 SAMPLE_LINES = 5
 QUIT_TIMEOUT_S = 15.0
@@ -95,12 +98,12 @@ class RunResult:
     # Several server processes (the Redis scenario): each one's share, by process label.
     server_cpu_by_process: dict[str, float] = field(default_factory=dict)
     by_server: dict[str, dict[str, Any]] = field(default_factory=dict)  # members, deliveries
-    # The private redis-server of the Redis scenario (not included in server_*).
-    redis_cpu_s: float = 0.0
-    redis_setup_cpu_s: float = 0.0
-    redis_cpu_pct: float = 0.0
-    redis_us_per_delivery: float = 0.0
-    redis_log_problems: list[str] = field(default_factory=list)
+    # The private database of a Redis or PostgreSQL run (not included in server_*).
+    db_cpu_s: float = 0.0
+    db_setup_cpu_s: float = 0.0
+    db_cpu_pct: float = 0.0
+    db_us_per_delivery: float = 0.0
+    db_log_problems: list[str] = field(default_factory=list)
     # The latency scenario: percentiles (µs) of publish-to-delivery over every delivery,
     # and the files with the samples (float64 µs), read again for the plot.
     latency_us: dict[str, float] = field(default_factory=dict)
@@ -156,7 +159,7 @@ def measure(
     result: RunResult,
     cfg: Config,
     servers: list[Child],
-    redis: Child | None,
+    db: Database | None,
     loads: list[Child],
     marks: dict[str, dict[str, int]],
     started: float,
@@ -171,7 +174,7 @@ def measure(
     # nothing of the setup left to write when the clock starts.
     cores = tuple(c for c in (cfg.server_cpu, cfg.load_cpu) if c is not None)
     cores_a, servers_a = core_times(cores), [server.cpu_s() for server in servers]
-    redis_a = redis.cpu_s() if redis is not None else 0.0
+    db_a = db.child.tree_cpu_s() if db is not None else 0.0
     loads_a, wall_a = [load.cpu_s() for load in loads], time.monotonic()
     for server in servers:
         marks[server.name]["go"] = len(server.lines)
@@ -180,7 +183,7 @@ def measure(
     t0 = float(loads[0].expect("published", cfg.deadline_s + 30)["t0"])
     done = [load.expect("done", cfg.deadline_s + 30) for load in loads]
     wall_b, servers_b = time.monotonic(), [server.cpu_s() for server in servers]
-    redis_b = redis.cpu_s() if redis is not None else 0.0
+    db_b = db.child.tree_cpu_s() if db is not None else 0.0
     loads_b, cores_b = [load.cpu_s() for load in loads], core_times(cores)
     for server in servers:
         marks[server.name]["done"] = len(server.lines)
@@ -218,16 +221,16 @@ def measure(
                 "incomplete_members": sum(p["incomplete_members"] for p in parts),
                 "last_delivery_after_first_publish_s": round(max(last - t0, 0.0), 3),
             }
-    if redis is not None:
-        result.redis_cpu_s = redis_b - redis_a
-        result.redis_setup_cpu_s = redis_a
-        result.redis_cpu_pct = 100 * result.redis_cpu_s / window
-        result.redis_us_per_delivery = 1e6 * result.redis_cpu_s / max(result.delivered, 1)
+    if db is not None:
+        result.db_cpu_s = db_b - db_a
+        result.db_setup_cpu_s = db_a
+        result.db_cpu_pct = 100 * result.db_cpu_s / window
+        result.db_us_per_delivery = 1e6 * result.db_cpu_s / max(result.delivered, 1)
     load_cpu = sum(b - a for a, b in zip(loads_a, loads_b, strict=True))
     result.load_cpu_pct = 100 * load_cpu / window
     result.load_us_per_frame = 1e6 * load_cpu / max(result.delivered, 1)
-    # Ours on the server core: the servers and the private Redis (pinned with them).
-    ours = {cfg.server_cpu: result.server_cpu_s + result.redis_cpu_s, cfg.load_cpu: load_cpu}
+    # Ours on the server core: the servers and the private database (pinned with them).
+    ours = {cfg.server_cpu: result.server_cpu_s + result.db_cpu_s, cfg.load_cpu: load_cpu}
     for core in cores:
         total = cores_b[core].total_s - cores_a[core].total_s or 1e-9
         busy = cores_b[core].busy_s - cores_a[core].busy_s
@@ -240,23 +243,20 @@ def measure(
 
 
 def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) -> RunResult:
-    """Start ``name`` fresh (its processes, its Redis), measure one fan-out, stop everything."""
+    """Start ``name`` fresh (its processes, its database), measure one fan-out, stop all."""
     spec = SPECS[name]
     result = RunResult(server=name, run=index)
     secret = secrets.token_urlsafe(48)  # 64 characters
     servers: list[Child] = []
-    redis: Child | None = None
+    db: Database | None = None
     loads: list[Child] = []
     marks: dict[str, dict[str, int]] = {}
     started = time.monotonic()
     try:
-        redis_url = None
-        # One prefix for the run's processes (a fresh Redis anyway: nothing to collide with).
-        redis_prefix = f"bench-{secrets.token_hex(4)}:"
-        if spec.redis:
-            redis_port = free_port()
-            redis = start_redis(cfg.redis_server, redis_port, cpu=cfg.server_cpu, cwd=repo)
-            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        if spec.db is not None:
+            db = start_database(
+                spec.db, cpu=cfg.server_cpu, cwd=repo, redis_server=cfg.redis_server
+            )
         ports = []
         for process in range(spec.processes):
             label = name if spec.processes == 1 else f"{name}-{chr(ord('a') + process)}"
@@ -269,8 +269,7 @@ def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) 
                     send_queue=cfg.send_queue,
                     cpu=cfg.server_cpu,
                     cwd=repo,
-                    redis_url=redis_url,
-                    redis_prefix=redis_prefix,
+                    backend=db.settings if db is not None else None,
                     label=label,
                 )
             )
@@ -285,7 +284,7 @@ def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) 
                 result.latency_files.append(str(latency_out))
             argv = loadgen_argv(cfg, urls, spec.auth, spec.presence, part, latency_out)
             loads.append(Child(f"loadgen{part}", argv, cpu=cfg.load_cpu, env=env, cwd=str(repo)))
-        measure(result, cfg, servers, redis, loads, marks, started)
+        measure(result, cfg, servers, db, loads, marks, started)
     except BenchError as exc:
         result.error = str(exc)[:2000]
     finally:
@@ -297,10 +296,10 @@ def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) 
         exits = [stop_server(server) for server in servers]
         if servers:
             result.server_exit = next((code for code in exits if code), exits[0])
-        if redis is not None:
-            stop_redis(redis)
-            result.redis_log_problems = [
-                line.rstrip() for line in redis.lines if REDIS_PROBLEM.search(line)
+        if db is not None:
+            db.stop()
+            result.db_log_problems = [
+                line.rstrip() for line in db.child.lines if DB_PROBLEM.search(line)
             ][:SAMPLE_LINES]
         for server in servers:
             tag = server.name if len(servers) > 1 else None
@@ -311,6 +310,6 @@ def run_once(name: str, index: int, cfg: Config, repo: Path, logs: Path | None) 
             logs.mkdir(parents=True, exist_ok=True)
             for server in servers:
                 (logs / f"{server.name}-run{index}.log").write_text("".join(server.lines))
-            if redis is not None:
-                (logs / f"{name}-run{index}-redis.log").write_text("".join(redis.lines))
+            if db is not None:
+                (logs / f"{name}-run{index}-{db.kind}.log").write_text("".join(db.child.lines))
     return result

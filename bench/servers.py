@@ -14,21 +14,27 @@ processes by the load generator. Two separate processes rather than
 (the kernel would, behind one port) and reads each process's CPU time.
 ``itemrooms-redis1`` (one process, Redis backend; only with ``--servers``)
 tells the Redis backend's own cost apart from that of two processes sharing
-one core.
+one core. ``itemrooms-postgres2`` and ``itemrooms-postgres1`` are the same on a
+private PostgreSQL cluster made for the run (``initdb``; fsync and synchronous
+commit on, as a team's database runs).
 """
 
+import os
 import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.baselines.blast import READY as BLAST_READY
 from bench.baselines.plain_websockets import READY as PLAIN_READY
-from bench.children import BenchError, Child, clean_env
+from bench.children import BenchError, Child, clean_env, free_port
 
 STARTED = "Uvicorn running on"
 REDIS_READY = "Ready to accept connections"
+POSTGRES_READY = "database system is ready to accept connections"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 ROOM = "bench"
@@ -37,6 +43,8 @@ TUTORIAL = "tutorial"
 PLAIN = "plain"  # the websockets library's own server and broadcast()
 ITEMROOMS_REDIS2 = "itemrooms-redis2"
 ITEMROOMS_REDIS1 = "itemrooms-redis1"  # diagnostic: the Redis backend, one process
+ITEMROOMS_POSTGRES2 = "itemrooms-postgres2"
+ITEMROOMS_POSTGRES1 = "itemrooms-postgres1"  # the PostgreSQL backend, one process
 CEILING = "ceiling"  # bench/baselines/blast.py: the load generator's own ceiling
 # Diagnostics (only with --servers): itemrooms inside a host app (bench/baselines/
 # embedded.py), with our WebSocket implementation and with uvicorn's stock one.
@@ -50,7 +58,8 @@ class ServerSpec:
     auth: str  # how its members send the token: "header" or "query"
     presence: bool  # whether members are told about each other (the ready barrier)
     processes: int = 1  # server processes sharing the room (members split evenly)
-    redis: bool = False  # the Redis backend, with a private redis-server per run
+    # The backend's database, started privately per run: "redis", "postgres" or None.
+    db: str | None = None
 
 
 SPECS = {
@@ -58,10 +67,16 @@ SPECS = {
     TUTORIAL: ServerSpec(TUTORIAL, auth="query", presence=False),
     PLAIN: ServerSpec(PLAIN, auth="header", presence=False),
     ITEMROOMS_REDIS2: ServerSpec(
-        ITEMROOMS_REDIS2, auth="header", presence=True, processes=2, redis=True
+        ITEMROOMS_REDIS2, auth="header", presence=True, processes=2, db="redis"
     ),
     ITEMROOMS_REDIS1: ServerSpec(
-        ITEMROOMS_REDIS1, auth="header", presence=True, processes=1, redis=True
+        ITEMROOMS_REDIS1, auth="header", presence=True, processes=1, db="redis"
+    ),
+    ITEMROOMS_POSTGRES2: ServerSpec(
+        ITEMROOMS_POSTGRES2, auth="header", presence=True, processes=2, db="postgres"
+    ),
+    ITEMROOMS_POSTGRES1: ServerSpec(
+        ITEMROOMS_POSTGRES1, auth="header", presence=True, processes=1, db="postgres"
     ),
     CEILING: ServerSpec(CEILING, auth="header", presence=False),
     EMBEDDED: ServerSpec(EMBEDDED, auth="header", presence=True),
@@ -81,33 +96,26 @@ def start_server(
     send_queue: int,
     cpu: int | None,
     cwd: Path,
-    redis_url: str | None = None,
-    redis_prefix: str = "itemrooms:",
+    backend: dict[str, str] | None = None,
     label: str | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Child:
     """Start ``name`` on ``port`` and wait until it listens.
 
-    For itemrooms, ``redis_url`` selects the Redis backend; the processes of one
-    run must share ``redis_prefix`` (keys and channels), or they share no room."""
+    For itemrooms, ``backend`` holds the ``ITEMROOMS_BACKEND`` settings of a shared
+    database (``Database.settings``); the processes of one run get the same ones, or
+    they share no room. Without it: the memory backend."""
     bin_dir = Path(sys.executable).parent
-    if name in (ITEMROOMS, ITEMROOMS_REDIS2, ITEMROOMS_REDIS1, EMBEDDED, EMBEDDED_STOCK):
+    if name in (ITEMROOMS, EMBEDDED, EMBEDDED_STOCK) or SPECS[name].db is not None:
         argv = [str(bin_dir / "itemrooms"), "serve", "--host", "127.0.0.1", "--port", str(port)]
         if name in (EMBEDDED, EMBEDDED_STOCK):
             argv = [sys.executable, "-m", "bench.baselines.embedded", "--port", str(port)]
             argv += ["--stock-ws"] if name == EMBEDDED_STOCK else []
-        backend = {"ITEMROOMS_BACKEND": "memory"}
-        if redis_url is not None:
-            backend = {
-                "ITEMROOMS_BACKEND": "redis",
-                "ITEMROOMS_REDIS_URL": redis_url,
-                "ITEMROOMS_REDIS_PREFIX": redis_prefix,
-            }
         env = clean_env(
             {
                 "ITEMROOMS_JWT_SECRET": secret,
                 "ITEMROOMS_ENV": "production",
-                **backend,
+                **(backend or {"ITEMROOMS_BACKEND": "memory"}),
                 # Large enough that nobody is evicted as a slow consumer while the
                 # generator catches up; --send-queue 1024 measures the default.
                 "ITEMROOMS_SEND_QUEUE": str(send_queue),
@@ -143,6 +151,44 @@ def stop_server(child: Child) -> int | None:
     return child.stop(signal.SIGINT, STOP_TIMEOUT_S)
 
 
+@dataclass
+class Database:
+    """The private database of a run (redis-server, or a PostgreSQL cluster), pinned
+    with the servers; ``settings`` are the itemrooms processes' backend settings."""
+
+    kind: str
+    child: Child
+    settings: dict[str, str]
+    workdir: Path | None = None  # PostgreSQL's cluster, removed at stop
+
+    def stop(self) -> int | None:
+        # Redis without persistence exits at once on SIGTERM; PostgreSQL's SIGINT is a
+        # fast shutdown (connections closed, a checkpoint).
+        code = self.child.stop(signal.SIGTERM if self.kind == "redis" else signal.SIGINT, 30)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return code
+
+
+def start_database(kind: str, *, cpu: int | None, cwd: Path, redis_server: str) -> Database:
+    port = free_port()
+    if kind == "redis":
+        child = start_redis(redis_server, port, cpu=cpu, cwd=cwd)
+        settings = {"ITEMROOMS_BACKEND": "redis"}
+        settings["ITEMROOMS_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        settings["ITEMROOMS_REDIS_PREFIX"] = "bench:"
+        return Database(kind, child, settings)
+    workdir = Path(tempfile.mkdtemp(prefix="itemrooms-bench-pg-"))
+    try:
+        child = start_postgres(workdir, port, cpu=cpu, cwd=cwd)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    settings = {"ITEMROOMS_BACKEND": "postgres", "ITEMROOMS_POSTGRES_SCHEMA": "bench"}
+    settings["ITEMROOMS_POSTGRES_URL"] = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    return Database(kind, child, settings, workdir)
+
+
 def start_redis(binary: str, port: int, *, cpu: int | None, cwd: Path) -> Child:
     """A private redis-server on ``port``: loopback only, no RDB, no AOF, logs to stdout."""
     if shutil.which(binary) is None:
@@ -158,6 +204,28 @@ def start_redis(binary: str, port: int, *, cpu: int | None, cwd: Path) -> Child:
     return child
 
 
-def stop_redis(child: Child) -> int | None:
-    """SIGTERM: without persistence Redis exits at once."""
-    return child.stop(signal.SIGTERM, STOP_TIMEOUT_S)
+def start_postgres(workdir: Path, port: int, *, cpu: int | None, cwd: Path) -> Child:
+    """A PostgreSQL cluster of its own on ``port`` (loopback only), with the defaults a
+    team's database has (fsync, synchronous commit), logging to stderr. As root, it
+    runs as the ``postgres`` user (PostgreSQL refuses root)."""
+    from chaos.postgres_server import binary
+
+    user = "postgres" if os.geteuid() == 0 else None
+    if user is not None:
+        import pwd
+
+        os.chown(workdir, pwd.getpwnam(user).pw_uid, -1)
+    data = workdir / "data"
+    initdb = [binary("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
+    done = subprocess.run([*initdb, "--locale", "C"], user=user, capture_output=True, timeout=60)
+    if done.returncode != 0:
+        raise BenchError(f"initdb failed: {done.stderr.decode(errors='replace')[-500:]}")
+    argv = [binary("postgres"), "-D", str(data), "-p", str(port), "-k", str(workdir)]
+    argv += ["-c", "listen_addresses=127.0.0.1"]
+    child = Child("postgres", argv, cpu=cpu, env=clean_env({}), cwd=str(cwd), user=user)
+    try:
+        child.wait_line(lambda line: POSTGRES_READY in line, START_TIMEOUT_S, "'ready'")
+    except BaseException:
+        child.stop(signal.SIGKILL, STOP_TIMEOUT_S)
+        raise
+    return child

@@ -52,6 +52,29 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants, live ones read
+    one by one and exited ones from their parents' counts of waited-for children."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rfind(")") + 2 :].split()
+        child = int(stat_path.parent.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        # utime, stime, and cutime, cstime: its own, and its waited-for children's
+        times[child] = sum(int(f) for f in fields[11:15]) * TICK_S
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo.extend(children.get(current, []))
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class CoreTimes:
     busy_s: float  # running anything, this VM's kernel included
@@ -122,12 +145,15 @@ def code_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def environment(redis_server: str | None = None) -> dict[str, Any]:
+def environment(redis_server: str | None = None, postgres: bool = False) -> dict[str, Any]:
     """What a run's JSON records about the code and the machine (with ``redis_server``,
-    the Redis scenario's: redis-py's version and the binary's own)."""
+    the Redis scenario's: redis-py's version and the binary's own; with ``postgres``,
+    asyncpg's and PostgreSQL's)."""
     packages = ["fastapi", "starlette", "uvicorn", "uvloop", "websockets", "python-jose"]
     if redis_server is not None:
         packages.append("redis")
+    if postgres:
+        packages.append("asyncpg")
     env = {
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(git("status", "--porcelain", "--", "api", "auth")),
@@ -146,6 +172,16 @@ def environment(redis_server: str | None = None) -> dict[str, Any]:
             env["redis_server"] = done.stdout.strip()
         except OSError as exc:
             env["redis_server"] = f"unavailable: {exc}"
+    if postgres:
+        from chaos.postgres_server import binary
+
+        try:
+            done = subprocess.run(
+                [binary("postgres"), "--version"], capture_output=True, text=True, timeout=10
+            )
+            env["postgres"] = done.stdout.strip()
+        except (OSError, RuntimeError) as exc:
+            env["postgres"] = f"unavailable: {exc}"
     return env
 
 
