@@ -52,15 +52,15 @@ lint: install
 	$(BIN)/ruff format --check api auth tests bench chaos
 	$(BIN)/mypy
 
-# Every benchmark scenario (about 20 minutes; see bench/README.md), the Redis one when
-# redis-server is installed. Never part of make test; tests/test_bench_smoke.py runs
-# their quick variants.
+# Every benchmark scenario (about 30 minutes; see bench/README.md): python -m bench,
+# then one room shared by two processes on Redis and on PostgreSQL against one memory
+# process, then publish throughput per backend. Never part of make test;
+# tests/test_bench_smoke.py runs their quick variants.
 bench: install
 	$(BIN)/uv sync --quiet --locked --extra dev --extra bench
 	$(BIN)/python -m bench
-	@if command -v redis-server >/dev/null; then \
-		$(BIN)/python -m bench.fanout --scenario redis; \
-	else echo "redis-server not found: the Redis scenario is skipped"; fi
+	$(BIN)/python -m bench.fanout --scenario shared
+	$(BIN)/python -m bench.publishes
 
 # The fault-injection kit's full runs, on Redis then on PostgreSQL: every fault, three
 # processes, network namespaces when run as root (see chaos/README.md). make test runs

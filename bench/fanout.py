@@ -4,6 +4,7 @@
     python -m bench.fanout --quick    # smoke run: 50 members, a few seconds
     python -m bench.fanout --scenario redis   # two Redis-backed processes vs one
     python -m bench.fanout --scenario postgres   # two PostgreSQL-backed processes vs one
+    python -m bench.fanout --scenario shared     # both of those, side by side
 
 Each run starts a fresh server pinned to one core and the load generator
 pinned to the other, measures deliveries per second (message frames received
@@ -75,6 +76,7 @@ SCENARIOS = {
     "fanout": SERVERS,
     "redis": (ITEMROOMS_REDIS2, ITEMROOMS),
     "postgres": (ITEMROOMS_POSTGRES2, ITEMROOMS),
+    "shared": (ITEMROOMS_REDIS2, ITEMROOMS_POSTGRES2, ITEMROOMS),  # both, side by side
 }
 SHARED = (ITEMROOMS_REDIS2, ITEMROOMS_POSTGRES2)  # one room over two processes and a db
 PER_CORE_TARGET = 0.8  # the project's goal for itemrooms-redis2 / itemrooms per core
@@ -100,7 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=tuple(SCENARIOS),
         default="fanout",
         help="fanout: itemrooms vs plain and tutorial (default); "
-        "redis: itemrooms-redis2 vs itemrooms; postgres: itemrooms-postgres2 vs itemrooms",
+        "redis: itemrooms-redis2 vs itemrooms; postgres: itemrooms-postgres2 vs itemrooms; "
+        "shared: both against itemrooms, in one run",
     )
     p.add_argument(
         "--servers",

@@ -5,7 +5,7 @@ quick run exits non-zero when a member missed a message, a server failed, or
 (the storm) a bad token was not refused as the protocol says; that, the JSON
 and the plot next to it (when matplotlib, the ``bench`` extra, is installed)
 are what is asserted. Each scenario is a subprocess with its own bounded
-timeout; the seven together take about 110 s on a two-core machine.
+timeout; the nine together take about 130 s on a two-core machine.
 """
 
 import importlib.util
@@ -119,3 +119,33 @@ def test_flood_quick_closes_the_flooder_only_with_the_budget(tmp_path: Path) -> 
     assert summary["budget"]["flooder_closed"] >= 1  # 1008 rate_limited, again and again
     assert summary["unlimited"]["flooder_closed"] == 0
     assert summary["quiet"]["flood_frames_per_s"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_shared_room_quick_on_redis_and_postgres(tmp_path: Path) -> None:
+    report = run_quick(
+        "bench.fanout", tmp_path / "shared.json", "--scenario", "shared", "--no-ceiling"
+    )
+    shared = ("itemrooms-redis2", "itemrooms-postgres2")
+    assert set(report["summary"]) == {*shared, "itemrooms"}
+    for name in shared:
+        assert report["summary"][name]["lost"] == 0
+        # The database's CPU has its own columns (too short a run to count ticks of it).
+        assert report["summary"][name]["db"] == name.removeprefix("itemrooms-")[:-1]
+        assert report[f"ratio_{name}_over_itemrooms_per_core"]["deliveries_per_cpu_s"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_publishes_quick(tmp_path: Path) -> None:
+    servers = "itemrooms,itemrooms-postgres1"
+    report = run_quick(
+        "bench.publishes",
+        tmp_path / "publishes.json",
+        *("--servers", servers, "--rooms", "20", "--duration", "0.5"),
+    )
+    assert set(report["summary"]) == {"one room", "many rooms"}
+    for shape in report["summary"].values():
+        assert set(shape) == {"itemrooms", "itemrooms-postgres1"}
+        assert all(s["publishes/s"] > 0 and s["faults"] == 0 for s in shape.values())
+    assert all(run["rooms"] in (1, 20) for run in report["runs"])
+    assert report["problems"] == []
