@@ -224,13 +224,19 @@ class Listener:
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         item_id = self._items.get(channel)
         room = self.rooms.get(item_id) if item_id is not None else None
-        if room is None or conn is not self._conn:
+        if item_id is None or room is None or conn is not self._conn:
             return
         if room.waiting is not None:
             room.waiting.append(payload)
-        elif not self._handle_now(item_id, room, payload):  # type: ignore[arg-type]
+            return
+        try:
+            handled = self._handle_now(item_id, room, payload)
+        except Exception:  # a bug: one notification must not stop the room for good
+            log.exception("room %s: a notification could not be handled", item_id)
+            return
+        if not handled:
             room.waiting = deque([payload])
-            self._queue(item_id)  # type: ignore[arg-type]
+            self._queue(item_id)
 
     def _queue(self, item_id: str) -> None:
         self._slow.append(item_id)
@@ -383,7 +389,12 @@ class Listener:
         while waiting:
             if item_id in self._stale or self.rooms.get(item_id) is not room:
                 return  # to be checked first (the repair drains it), or unsubscribed
-            await self._handle(item_id, room, waiting[0])
+            try:
+                await self._handle(item_id, room, waiting[0])
+            except (*PG_ERRORS, BackendUnavailable):
+                raise  # kept at the head of the line: handled after the repair
+            except Exception:  # a bug: one notification must not stop the room for good
+                log.exception("room %s: a notification could not be handled", item_id)
             waiting.popleft()
         if item_id not in self._stale:
             room.waiting = None

@@ -134,7 +134,11 @@ BEGIN
     RETURN r;
 END $$;
 
--- A batch of publishes, in order per room, its rooms locked in item order.
+-- A batch of publishes, in order per room, its rooms locked in item order. A room's
+-- publishes are consecutive here: its row is locked and read once, its seq counted
+-- in a variable, and written back (with the history's trim) once, after its last one:
+-- updating the row per publish would leave a chain of row versions that every next
+-- publish of the batch walks.
 -- Per publish n: kind 0, published (seq, epoch, ts); 1, its id was published already
 -- (the original's seq, ts, client_id and data, if still in history); 2, the item is
 -- closed (nothing written).
@@ -148,16 +152,25 @@ DECLARE
     r {s}.rooms;
     d {s}.dedup;
     now bigint := {s}.now_ms();
+    room text;  -- the room whose row is locked in r
+    taken bigint;  -- its seq as read, to know whether to write it back
     head text;
     payload text;
     body_id bigint;
 BEGIN
     FOR n IN SELECT u.o FROM unnest(p_items) WITH ORDINALITY AS u(item, o) ORDER BY u.item, u.o
     LOOP
-        SELECT * INTO r FROM {s}.rooms WHERE rooms.item = p_items[n] FOR UPDATE;
-        IF NOT FOUND THEN
-            PERFORM {s}.room(p_items[n], p_floors[n]);
-            SELECT * INTO r FROM {s}.rooms WHERE rooms.item = p_items[n] FOR UPDATE;
+        IF room IS DISTINCT FROM p_items[n] THEN
+            IF room IS NOT NULL THEN
+                PERFORM {s}.publish_done(room, r.seq, taken, p_history, now);
+            END IF;
+            room := p_items[n];
+            SELECT * INTO r FROM {s}.rooms WHERE rooms.item = room FOR UPDATE;
+            IF NOT FOUND THEN
+                PERFORM {s}.room(room, p_floors[n]);
+                SELECT * INTO r FROM {s}.rooms WHERE rooms.item = room FOR UPDATE;
+            END IF;
+            taken := r.seq;
         END IF;
         IF r.closed THEN
             kind := 2; seq := 0; epoch := r.epoch; ts := 0; client_id := ''; data := NULL;
@@ -166,28 +179,24 @@ BEGIN
         END IF;
         IF p_ids[n] IS NOT NULL THEN
             SELECT * INTO d FROM {s}.dedup
-             WHERE dedup.item = p_items[n] AND dedup.user_id = p_users[n]
+             WHERE dedup.item = room AND dedup.user_id = p_users[n]
                AND dedup.pub_id = p_ids[n] AND dedup.expires_ms > now AND dedup.epoch = r.epoch;
             IF FOUND THEN
                 kind := 1; seq := d.seq; epoch := r.epoch; ts := d.ts; client_id := d.client_id;
-                data := (SELECT m.data FROM {s}.messages m
-                          WHERE m.item = p_items[n] AND m.seq = d.seq);
+                data := (SELECT m.data FROM {s}.messages m WHERE m.item = room AND m.seq = d.seq);
                 RETURN NEXT;
                 CONTINUE;
             END IF;
         END IF;
-        UPDATE {s}.rooms SET seq = rooms.seq + 1, active_ms = now
-         WHERE rooms.item = p_items[n] RETURNING rooms.seq INTO r.seq;
+        r.seq := r.seq + 1;
         head := json_build_array(r.seq, now, p_users[n], p_clients[n],
                                  coalesce(p_refs[n], ''), coalesce(p_ids[n], ''))::text;
         IF p_history > 0 THEN
             INSERT INTO {s}.messages VALUES
-                (p_items[n], r.seq, now, p_users[n], p_clients[n], p_refs[n], p_ids[n], p_data[n]);
-            DELETE FROM {s}.messages
-             WHERE messages.item = p_items[n] AND messages.seq <= r.seq - p_history;
+                (room, r.seq, now, p_users[n], p_clients[n], p_refs[n], p_ids[n], p_data[n]);
         END IF;
         IF p_ids[n] IS NOT NULL THEN
-            INSERT INTO {s}.dedup VALUES (p_items[n], p_users[n], p_ids[n], r.epoch, r.seq,
+            INSERT INTO {s}.dedup VALUES (room, p_users[n], p_ids[n], r.epoch, r.seq,
                                           now, p_clients[n], now + p_dedup_ms)
             ON CONFLICT ON CONSTRAINT dedup_pkey DO UPDATE SET epoch = excluded.epoch,
                 seq = excluded.seq, ts = excluded.ts, client_id = excluded.client_id,
@@ -200,11 +209,26 @@ BEGIN
                 RETURNING payloads.id INTO body_id;
             payload := 'r' || r.epoch || E'\\n' || r.seq || E'\\n' || body_id;
         END IF;
-        PERFORM pg_notify({s}.channel(p_items[n]), payload);
+        PERFORM pg_notify({s}.channel(room), payload);
         kind := 0; seq := r.seq; epoch := r.epoch; ts := now; client_id := p_clients[n];
         data := NULL;
         RETURN NEXT;
     END LOOP;
+    IF room IS NOT NULL THEN
+        PERFORM {s}.publish_done(room, r.seq, taken, p_history, now);
+    END IF;
+END $$;
+
+-- After a room's publishes in a batch: its new seq, and history trimmed to the size.
+CREATE OR REPLACE FUNCTION {s}.publish_done(
+    p_item text, p_seq bigint, p_taken bigint, p_history int, p_now bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_seq = p_taken THEN RETURN; END IF;  -- repeats or a closed room: nothing new
+    UPDATE {s}.rooms SET seq = p_seq, active_ms = p_now WHERE item = p_item;
+    IF p_history > 0 THEN
+        DELETE FROM {s}.messages WHERE item = p_item AND seq <= p_seq - p_history;
+    END IF;
 END $$;
 
 -- A binary frame over NOTIFY's limit: stored for the listeners to read back.
