@@ -93,7 +93,10 @@ def test_smallrooms_quick(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_slowconsumer_quick(tmp_path: Path) -> None:
-    report = run_quick("bench.slowconsumer", tmp_path / "slowconsumer.json")
+    # One second is enough for the slow member's buffers to fill at the quick rate.
+    report = run_quick(
+        "bench.slowconsumer", tmp_path / "slowconsumer.json", "--seconds", "1", "--idle", "1"
+    )
     assert set(report["summary"]) == {
         f"{server}/{variant}"
         for server in ("itemrooms", "plain", "tutorial")
@@ -137,15 +140,14 @@ def test_shared_room_quick_on_redis_and_postgres(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_publishes_quick(tmp_path: Path) -> None:
-    servers = "itemrooms,itemrooms-postgres1"
     report = run_quick(
         "bench.publishes",
         tmp_path / "publishes.json",
-        *("--servers", servers, "--rooms", "20", "--duration", "0.5"),
+        *("--servers", "itemrooms-postgres1", "--rooms", "20", "--duration", "0.5"),
     )
     assert set(report["summary"]) == {"one room", "many rooms"}
     for shape in report["summary"].values():
-        assert set(shape) == {"itemrooms", "itemrooms-postgres1"}
+        assert set(shape) == {"itemrooms-postgres1"}
         assert all(s["publishes/s"] > 0 and s["faults"] == 0 for s in shape.values())
     assert all(run["rooms"] in (1, 20) for run in report["runs"])
     assert report["problems"] == []

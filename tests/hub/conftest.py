@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from itemrooms.api.hub.backends.base import Backend, Event
+from itemrooms.api.hub.backends.base import Backend, Event, Presence, Sender
 from itemrooms.api.hub.backends.memory import MemoryBackend
 from itemrooms.api.hub.backends.postgres import PostgresBackend
 from itemrooms.api.hub.backends.redis import RedisBackend
@@ -47,6 +47,20 @@ class Recorder:
 
     async def count(self, n: int) -> list[Event]:
         return await self.until(lambda events: len(events) >= n)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll a condition that changes on its own (a heartbeat's or a repair's work),
+    bounded by WAIT_S."""
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.05)
+
+
+def lapse_of(events: list[Event], member: Sender) -> list[str]:
+    """The presence events about ``member``, in order ("join", "leave", ...)."""
+    return [e.event for e in events if isinstance(e, Presence) and e.member == member]
 
 
 async def delete_prefix(prefix: str) -> None:

@@ -17,33 +17,20 @@ from itemrooms.api.hub.backends.base import (
     Event,
     Message,
     OutcomeUnknown,
-    Presence,
     Sender,
 )
 from itemrooms.api.hub.backends.postgres import PostgresBackend
 from itemrooms.api.hub.backends.postgres_listener import Listener
 from itemrooms.api.hub.backends.postgres_publish import PublishBatcher
 from tests.conftest import POSTGRES_URL
-from tests.hub.conftest import WAIT_S, PostgresFactory, Recorder
+from tests.hub.conftest import WAIT_S, PostgresFactory, Recorder, lapse_of, until
 
 ALICE = Sender("alice", "c_a")
 BOB = Sender("bob", "c_b")
 
 
-async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll a condition that changes on its own (a heartbeat's or a repair's work)."""
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
-        await asyncio.sleep(0.05)
-
-
 def seqs(events: list[Event]) -> list[int]:
     return [e.seq for e in events if isinstance(e, Message)]
-
-
-def lapse_of(events: list[Event], member: Sender) -> list[str]:
-    return [e.event for e in events if isinstance(e, Presence) and e.member == member]
 
 
 def application(node: PostgresBackend) -> str:
@@ -135,7 +122,12 @@ async def test_a_terminated_connection_is_replaced_and_nothing_is_missed_or_repe
 
     watcher.listener._connect = held
     assert await terminate_backends(POSTGRES_URL, application(watcher)) >= 2
-    await until(_not(watcher.ready), "still ready without a listening connection")
+
+    async def listener_lost() -> bool:
+        return not watcher.listener.live
+
+    await until(listener_lost, "the lost listening connection was never noticed")
+    assert not await watcher.ready()
     with pytest.raises(BackendUnavailable):  # certainly not published
         await watcher.publish("r", ALICE, b"x", None)
     for n in (2, 3, 4):  # while the watcher is away
@@ -247,7 +239,7 @@ async def test_a_leave_that_failed_is_done_later_without_a_reconnect(
         raise BackendUnavailable("PostgreSQL paused")
 
     with monkeypatch.context() as patch:
-        patch.setattr(node.presence, "_leave", unreachable)
+        patch.setattr(node.presence, "_unregister", unreachable)
         await node.leave("r", ALICE)  # never raises: the leave is owed, not forgotten
 
     async def alice_gone() -> bool:

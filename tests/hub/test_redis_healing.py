@@ -3,7 +3,7 @@ no publish applied twice, no ack lost to a gap, a lost room announced as a new e
 and presence that repairs itself (issue 11's reproductions 1, 3, 7)."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +13,16 @@ import redis.asyncio as aioredis
 from itemrooms.api.hub.backends.base import (
     BackendUnavailable,
     EpochChange,
-    Event,
     Message,
     OutcomeUnknown,
-    Presence,
     Sender,
 )
 from itemrooms.api.hub.backends.redis import RedisBackend
-from tests.hub.conftest import REDIS_URL, WAIT_S, Recorder, RedisFactory
+from tests.hub.conftest import REDIS_URL, WAIT_S, Recorder, RedisFactory, lapse_of, until
 from tests.support.redis_server import PrivateRedis
 
 ALICE = Sender("alice", "c_a")
 BOB = Sender("bob", "c_b")
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll a condition that changes on its own (a heartbeat's work), bounded."""
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -125,10 +115,6 @@ async def test_a_room_redis_lost_under_its_members_is_a_new_epoch(
     assert (await watcher.snapshot("r", None)).epoch == after.epoch
 
 
-def lapse_of(events: list[Event], member: Sender) -> list[str]:
-    return [e.event for e in events if isinstance(e, Presence) and e.member == member]
-
-
 async def test_a_process_whose_heartbeat_lapsed_registers_its_members_again(
     redis_nodes: RedisFactory,
 ) -> None:
@@ -178,7 +164,7 @@ async def failed_heartbeat(
         raise error
 
     monkeypatch.setitem(node.presence._scripts, "HEARTBEAT", unanswered)
-    with pytest.raises(type(error)):
+    with pytest.raises(BackendUnavailable):
         await node.presence.heartbeat()
     monkeypatch.setitem(node.presence._scripts, "HEARTBEAT", script)
 

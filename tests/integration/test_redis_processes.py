@@ -1,13 +1,12 @@
 """One room across real server processes sharing the real Redis (127.0.0.1:6379)."""
 
 import asyncio
-import signal
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import PRESENCE_TTL_S, Mint
+from tests.conftest import Mint
 from tests.support.client import join, publish_many, recv_json, recv_type, send_json
 from tests.support.server import ServerProcess
 
@@ -100,24 +99,6 @@ async def test_resume_after_restarting_every_process(
         assert [(await recv_json(ws))["seq"] for _ in range(2)] == [4, 5]
         await send_json(ws, {"type": "publish", "data": "after restart"})
         assert (await recv_json(ws))["seq"] == 6
-
-
-async def test_members_of_a_killed_process_leave_within_the_ttl(
-    start_redis_server: Starter, mint: Mint, item: str
-) -> None:
-    one, two = start_redis_server(), start_redis_server()
-    a, _ = await join(one, item, mint("alice"))
-    async with a:
-        b, wb = await join(two, item, mint("bob"))
-        await recv_type(a, "presence")
-        assert two.process is not None
-        two.process.send_signal(signal.SIGKILL)
-        left = await recv_type(a, "presence", timeout=4 * PRESENCE_TTL_S + 5)
-        assert (left["event"], left["client_id"]) == ("leave", wb["client_id"])
-        b.transport.abort()
-        c, wc = await join(one, item, mint("carol"))
-        async with c:
-            assert [m["user"] for m in wc["members"]] == ["alice"]
 
 
 async def test_several_workers_share_rooms(

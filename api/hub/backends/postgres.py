@@ -42,8 +42,8 @@ from itemrooms.api.hub.backends.base import (
     Sender,
     Snapshot,
 )
-from itemrooms.api.hub.backends.postgres_listener import Listener
-from itemrooms.api.hub.backends.postgres_presence import NodePresence
+from itemrooms.api.hub.backends.postgres_listener import Listener, row_message
+from itemrooms.api.hub.backends.postgres_presence import PostgresPresence
 from itemrooms.api.hub.backends.postgres_publish import PG_ERRORS, PublishBatcher
 from itemrooms.api.hub.backends.postgres_schema import (
     MAX_NOTIFY_BYTES,
@@ -94,7 +94,7 @@ class PostgresBackend:
         self._timeout = command_timeout_s
         self.node_id = secrets.token_hex(6)
         self._pool: Any = None
-        self.presence = NodePresence(self._query, self._s, self.node_id, self._ttl_ms)
+        self.presence = PostgresPresence(self._query, self._s, self.node_id, self._ttl_ms)
         self._publisher = PublishBatcher(self._connect, self._s, history_size, int(dedup_s * 1000))
         self.listener = Listener(
             self._connect,
@@ -323,19 +323,7 @@ class PostgresBackend:
         room = rows[0]
         members = [Sender(r["user_id"], r["client_id"]) for r in rows if r["kind"] == 1]
         members = self.listener.present_suspects(item_id, members)
-        messages = tuple(
-            Message(
-                item_id,
-                r["seq"],
-                r["ts"],
-                Sender(r["user_id"], r["client_id"]),
-                r["data"].encode(),
-                None,
-                r["pub_id"],
-            )
-            for r in rows
-            if r["kind"] == 2
-        )
+        messages = tuple(row_message(item_id, r) for r in rows if r["kind"] == 2)
         return Snapshot(room["seq"], room["epoch"], tuple(members), messages, room["ts"] == 1)
 
     async def history(
@@ -352,18 +340,7 @@ class PostgresBackend:
         )
         if rows and rows[0]["seq"] == -1:
             return None
-        return tuple(
-            Message(
-                item_id,
-                r["seq"],
-                r["ts"],
-                Sender(r["user_id"], r["client_id"]),
-                r["data"].encode(),
-                None,
-                r["pub_id"],
-            )
-            for r in rows
-        )
+        return tuple(row_message(item_id, r) for r in rows)
 
     async def _query(self, method: str, query: str, *args: Any) -> Any:
         """One statement on a pooled connection (``method``: fetch, fetchval, fetchrow,

@@ -42,6 +42,7 @@ from itemrooms.api.hub.backends.base import (
 )
 from itemrooms.api.hub.backends.postgres_publish import PG_ERRORS
 from itemrooms.api.hub.backends.postgres_schema import channel
+from itemrooms.api.hub.backends.presence_view import PresenceView
 
 log = logging.getLogger("itemrooms.postgres")
 
@@ -59,10 +60,7 @@ class _Room:
     epoch: str = ""
     last_seq: int = 0
     loaded: bool = False  # its state was read after its LISTEN
-    members: dict[str, Sender] = field(default_factory=dict)  # client_id -> member
-    # Members absent from the table after a reconnect: client_id -> when to announce
-    # the leave.
-    suspects: dict[str, float] = field(default_factory=dict)
+    presence: PresenceView = field(default_factory=PresenceView)  # what was announced
     # Notifications waiting for the worker, in arrival order; None while they are
     # handled as they come.
     waiting: deque[str] | None = field(default_factory=deque)
@@ -193,7 +191,9 @@ class Listener:
                 raise
             raise BackendUnavailable(f"cannot subscribe to {item_id}: {exc}") from exc
         room.epoch, room.last_seq = rows[0]["epoch"], rows[0]["seq"]
-        room.members = {r["client_id"]: Sender(r["user_id"], r["client_id"]) for r in rows[1:]}
+        room.presence.members = {
+            r["client_id"]: Sender(r["user_id"], r["client_id"]) for r in rows[1:]
+        }
         room.loaded = True
         self._queue(item_id)  # what arrived meanwhile, in order
 
@@ -214,10 +214,7 @@ class Listener:
     def present_suspects(self, item_id: str, members: list[Sender]) -> list[Sender]:
         """``members`` plus those believed present until a TTL after a reconnect."""
         room = self.rooms.get(item_id)
-        if room is None or not room.suspects:
-            return members
-        present = {m.client_id for m in members}
-        return members + [room.members[c] for c in room.suspects if c not in present]
+        return members if room is None else room.presence.with_suspects(members)
 
     # --- notifications ------------------------------------------------------
 
@@ -332,7 +329,7 @@ class Listener:
             for row in rows:
                 if row["seq"] > room.last_seq:
                     room.last_seq = row["seq"]
-                    self._emit(_message(item_id, row))
+                    self._emit(row_message(item_id, row, with_ref=True))
             if len(rows) < GAP_PAGE:
                 return
 
@@ -341,16 +338,8 @@ class Listener:
         self._emit(EpochChange(item_id, epoch))
 
     def _presence(self, item_id: str, room: _Room, event: str, member: Sender) -> None:
-        # Only changes go on: a join for a known member (registered again after a
-        # restart) or a leave for an unknown one says nothing new.
-        room.suspects.pop(member.client_id, None)
-        if event == "join":
-            if member.client_id in room.members:
-                return
-            room.members[member.client_id] = member
-        elif room.members.pop(member.client_id, None) is None:
-            return
-        self._emit(Presence(item_id, event, member))
+        if room.presence.change(event, member):  # only news goes on
+            self._emit(Presence(item_id, event, member))
 
     def _emit(self, event: Event) -> None:
         if self._sink is not None:
@@ -445,19 +434,15 @@ class Listener:
             "fetch", f"SELECT * FROM {self._s}.snapshot($1, -1, NULL, 0)", item_id
         )
         current = [Sender(r["user_id"], r["client_id"]) for r in rows[1:]]
-        present = {m.client_id for m in current}
         deadline = asyncio.get_running_loop().time() + self._ttl_ms / 1000
-        for cid in room.members:
-            if cid not in present:
-                room.suspects.setdefault(cid, deadline)
-        for member in current:
-            self._presence(item_id, room, "join", member)
+        for member in room.presence.recheck(current, deadline):
+            self._emit(Presence(item_id, "join", member))
 
     async def settle_suspects(self) -> None:
         """Members still missing from the table a TTL after a reconnect are gone."""
         now = asyncio.get_running_loop().time()
         for item_id, room in list(self.rooms.items()):
-            due = [cid for cid, at in room.suspects.items() if at <= now]
+            due = room.presence.due(now)
             if not due:
                 continue
             rows = await self._query(
@@ -468,21 +453,19 @@ class Listener:
             )
             present = {r["client_id"] for r in rows}
             for cid in due:
-                if room.suspects.pop(cid, None) is None:
-                    continue  # settled meanwhile by a join or leave event
-                member = room.members.get(cid)
-                if cid not in present and member is not None:
-                    self._presence(item_id, room, "leave", member)
+                gone = room.presence.settle(cid, cid in present)
+                if gone is not None:
+                    self._emit(Presence(item_id, "leave", gone))
 
 
-def _message(item_id: str, row: Any) -> Message:
-    """A history row as a message, its ref kept (for the sender's ack after a gap)."""
+def row_message(item_id: str, row: Any, with_ref: bool = False) -> Message:
+    """A history row as a message; its ref only for a gap fill (the sender's ack)."""
     return Message(
         item_id,
         row["seq"],
         row["ts"],
         Sender(row["user_id"], row["client_id"]),
         row["data"].encode(),
-        row["ref"],
+        row["ref"] if with_ref else None,
         row["pub_id"],
     )

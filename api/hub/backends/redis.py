@@ -57,7 +57,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by hand without the extra
     raise ImportError("the Redis backend needs redis-py: pip install 'itemrooms[redis]'") from exc
 
-from itemrooms.api.hub.backends.redis_presence import NodePresence  # needs redis-py
+from itemrooms.api.hub.backends.presence_view import PresenceView
+from itemrooms.api.hub.backends.redis_presence import RedisPresence  # needs redis-py
 from itemrooms.api.hub.backends.redis_publish import REDIS_ERRORS, PublishPipeline
 
 log = logging.getLogger("itemrooms.redis")
@@ -78,9 +79,7 @@ class _Room:
     epoch_raw: bytes = b""
     last_seq: int = 0
     kept_at: float = 0.0  # when its keys' TTL was last pushed back
-    members: dict[str, Sender] = field(default_factory=dict)  # client_id -> member
-    # Members absent from Redis after a reconnect: client_id -> when to announce the leave.
-    suspects: dict[str, float] = field(default_factory=dict)
+    presence: PresenceView = field(default_factory=PresenceView)  # what was announced
 
     def set_epoch(self, epoch: str) -> None:
         self.epoch, self.epoch_raw = epoch, epoch.encode()
@@ -127,7 +126,7 @@ class RedisBackend:
             for name in ("PUBLISH", "SNAPSHOT", "HISTORY", "RESYNC")
         }
         self._publishes = PublishPipeline(self._redis, self._scripts["PUBLISH"])
-        self.presence = NodePresence(self._redis, prefix, self.node_id, self._ttl_ms)
+        self.presence = RedisPresence(self._redis, prefix, self.node_id, self._ttl_ms)
         self._rooms: dict[str, _Room] = {}  # subscribed rooms
         self._sink: EventSink | None = None
         # False from a lost pub/sub connection until every repair after it is done.
@@ -303,10 +302,9 @@ class RedisBackend:
         result = await self._run("SNAPSHOT", keys, args)
         room_epoch, seq = _text(result[0]), int(result[1])
         members = _members(result[2])
-        if room is not None and room.suspects:
+        if room is not None:
             # Believed present until a TTL after a reconnect (see the module docstring).
-            present = {m.client_id for m in members}
-            members += [room.members[c] for c in room.suspects if c not in present]
+            members = room.presence.with_suspects(members)
         if since is None:
             return Snapshot(seq, room_epoch, tuple(members), (), True)
         page = tuple(_entry_message(item_id, e) for e in result[4])
@@ -408,7 +406,7 @@ class RedisBackend:
         )
         room.set_epoch(_text(epoch))
         room.last_seq = int(seq)
-        room.members = {m.client_id: m for m in _members(presence)}
+        room.presence.members = {m.client_id: m for m in _members(presence)}
         room.confirmed.set_result(None)
         # Its subscribe was under way when the connection dropped: what it read now is
         # as fresh as a check would make it (otherwise the process would never be ready).
@@ -446,13 +444,9 @@ class RedisBackend:
             await self._fill_gap(item_id, room, seq + 1)
         presence = await self._redis.hgetall(self._key("presence", item_id))
         current = [Sender(orjson.loads(v)[0], _text(c)) for c, v in presence.items()]
-        present = {m.client_id for m in current}
         deadline = asyncio.get_running_loop().time() + self._ttl_ms / 1000
-        for cid in room.members:
-            if cid not in present:
-                room.suspects.setdefault(cid, deadline)
-        for member in current:
-            self._presence(item_id, room, "join", member)
+        for member in room.presence.recheck(current, deadline):
+            self._emit(Presence(item_id, "join", member))
 
     def _new_epoch(self, item_id: str, room: _Room, epoch: str, seq: int) -> None:
         room.set_epoch(epoch)
@@ -507,16 +501,8 @@ class RedisBackend:
             log.warning("room %s: seqs up to %d were no longer in history", item_id, before - 1)
 
     def _presence(self, item_id: str, room: _Room, event: str, member: Sender) -> None:
-        # Only changes go on: a join for a known member (re-registered after a Redis
-        # restart) or a leave for an unknown one says nothing new.
-        room.suspects.pop(member.client_id, None)
-        if event == "join":
-            if member.client_id in room.members:
-                return
-            room.members[member.client_id] = member
-        elif room.members.pop(member.client_id, None) is None:
-            return
-        self._emit(Presence(item_id, event, member))
+        if room.presence.change(event, member):  # only news goes on
+            self._emit(Presence(item_id, event, member))
 
     def _emit(self, event: Event) -> None:
         if self._sink is not None:
@@ -542,16 +528,14 @@ class RedisBackend:
         """Members still missing from Redis a TTL after a reconnect are gone."""
         now = asyncio.get_running_loop().time()
         for item_id, room in list(self._rooms.items()):
-            due = [cid for cid, at in room.suspects.items() if at <= now]
+            due = room.presence.due(now)
             if not due:
                 continue
             present = await self._redis.hmget(self._key("presence", item_id), due)
             for cid, value in zip(due, present, strict=True):
-                if room.suspects.pop(cid, None) is None:
-                    continue  # settled meanwhile by a join or leave event
-                member = room.members.get(cid)
-                if value is None and member is not None:
-                    self._presence(item_id, room, "leave", member)
+                gone = room.presence.settle(cid, value is not None)
+                if gone is not None:
+                    self._emit(Presence(item_id, "leave", gone))
 
     async def _keep_rooms_alive(self) -> None:
         """A room with members here keeps its seq and history however quiet it is:
