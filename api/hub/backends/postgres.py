@@ -101,7 +101,6 @@ class PostgresBackend:
             self._query,
             self._s,
             schema,
-            history_size,
             self._ttl_ms,
             self._after_reconnect,
         )

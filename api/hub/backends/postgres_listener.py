@@ -73,7 +73,6 @@ class Listener:
         query: Query,
         schema: str,
         schema_name: str,
-        history_size: int,
         ttl_ms: int,
         on_reconnect: Callable[[], Awaitable[None]],
     ) -> None:
@@ -81,7 +80,6 @@ class Listener:
         self._query = query
         self._s = schema
         self._schema_name = schema_name
-        self._history_size = history_size
         self._ttl_ms = ttl_ms
         self._on_reconnect = on_reconnect  # presence repair, schema check: the backend's
         self._conn: Any = None
