@@ -378,3 +378,22 @@ async def _age_heartbeat(schema: str, node_id: str) -> None:
         await conn.execute(f'UPDATE "{schema}".nodes SET seen_ms = 0 WHERE node = $1', node_id)
     finally:
         await conn.close()
+
+
+async def test_a_subscribe_the_connection_is_lost_under_is_refused_and_leaves_nothing(
+    postgres_nodes: PostgresFactory,
+) -> None:
+    """The subscribe waits its turn on the listening connection; the connection goes
+    meanwhile: the subscribe says unavailable (the hub closes its member with 1011) and
+    no half-subscribed room stays behind to block the repair."""
+    node, _ = await postgres_nodes()
+    listener = node.listener
+    async with listener._using:  # a probe or another LISTEN holds the connection
+        subscribing = asyncio.ensure_future(node.subscribe("r"))
+        await asyncio.sleep(0)  # the subscribe registered the room, waits for the lock
+        listener.lost("cut in the test", reconnect=True)
+    with pytest.raises(BackendUnavailable):
+        await asyncio.wait_for(subscribing, WAIT_S)
+    assert "r" not in listener.rooms
+    await until(node.ready, "never ready again")
+    await node.subscribe("r")  # and the room can be joined again

@@ -167,7 +167,8 @@ class Listener:
         return room.last_seq if room is not None else 0
 
     async def subscribe(self, item_id: str) -> None:
-        if not self.live or self._conn is None:
+        conn = self._conn  # this one: a loss meanwhile closes it (and add_listener fails)
+        if not self.live or conn is None:
             raise BackendUnavailable("reconnecting to PostgreSQL")
         generation = self._generation
         room = _Room(channel(self._schema_name, item_id))
@@ -177,7 +178,7 @@ class Listener:
             # LISTEN is in force when this returns: whatever commits from now on is
             # notified, and whatever committed before is in the state read next.
             async with self._using:
-                await self._conn.add_listener(room.channel, self._notified)
+                await conn.add_listener(room.channel, self._notified)
             rows = await self._query(
                 "fetch", f"SELECT * FROM {self._s}.snapshot($1, -1, NULL, 0)", item_id
             )
