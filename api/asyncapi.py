@@ -74,7 +74,12 @@ FRAMES: dict[str, FrameDoc] = {
     # server to client
     "welcome": FrameDoc(
         "The first frame after joining: who you are, who else is here, the latest seq.",
-        "`members` lists the *other* members. `seq` is the room's latest `seq` (0 for a "
+        "`members` lists the *other* users, one entry per user however many connections "
+        "it has (v1.2). `member_count` counts the users, you included; `presence_mode` is "
+        "`list` while the room has at most `ITEMROOMS_PRESENCE_LIST_MAX` users (`members` "
+        "is everyone, and `presence` frames follow each join and leave) and `count` in a "
+        "large room (`members` is a sample of at most that many, and `presence_count` "
+        "frames follow). `seq` is the room's latest `seq` (0 for a "
         "room that never had a message) and `epoch` the identity of the room's sequence "
         "(PROTOCOL.md v1.1). With `?since=` (and `&epoch=`), the missed messages follow as "
         "`message` frames before live traffic; `recovered` is `false` when some were "
@@ -85,6 +90,8 @@ FRAMES: dict[str, FrameDoc] = {
             "client_id": "c_8f3a",
             "user": "alice",
             "members": [{"user": "bob", "client_id": "c_11aa"}],
+            "member_count": 2,
+            "presence_mode": "list",
             "seq": 17,
             "recovered": True,
             "epoch": "3f9c1a2b6751d9f20a4c1",
@@ -110,15 +117,42 @@ FRAMES: dict[str, FrameDoc] = {
         },
     ),
     "presence": FrameDoc(
-        "Another member joined or left the room.",
+        "Another user joined or left the room (in `list` mode).",
         "Tells a member about the others (nobody is sent its own join); a `leave` also "
-        "follows a client that dropped without closing.",
+        "follows a client that dropped without closing. A user is one member however many "
+        "connections it has: `join` comes with its first connection, `leave` after its "
+        "last, with the `client_id` of the join (v1.2). Changes are sent at most once per "
+        "`ITEMROOMS_PRESENCE_INTERVAL_MS`, coalesced: a user who came and went within one "
+        "interval is not mentioned.",
         {
             "type": "presence",
             "item_id": "42",
             "event": "join",
             "user": "bob",
             "client_id": "c_11aa",
+        },
+    ),
+    "presence_count": FrameDoc(
+        "A large room's presence, at most once per interval (in `count` mode, v1.2).",
+        "Sent instead of `presence` frames while the room has more than "
+        "`ITEMROOMS_PRESENCE_LIST_MAX` users: `member_count` users now (you included), "
+        "`joined` and `left` since the previous presence frame. A leave counts only after "
+        "`ITEMROOMS_PRESENCE_GRACE_S` without a connection. The first one after a `list` "
+        "mode switches the client to `count` mode.",
+        {"type": "presence_count", "item_id": "42", "member_count": 12408, "joined": 37, "left": 5},
+    ),
+    "presence_list": FrameDoc(
+        "A large room became small again: everyone in it (back to `list` mode, v1.2).",
+        "Sent when a room in `count` mode falls to 90% of `ITEMROOMS_PRESENCE_LIST_MAX` "
+        "users: `members` is every user, you included; `presence` frames follow again.",
+        {
+            "type": "presence_list",
+            "item_id": "42",
+            "member_count": 2,
+            "members": [
+                {"user": "alice", "client_id": "c_8f3a"},
+                {"user": "bob", "client_id": "c_11aa"},
+            ],
         },
     ),
     "error": FrameDoc(

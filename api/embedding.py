@@ -33,6 +33,7 @@ from itemrooms.api.connection_limits import ConnectionLimits
 from itemrooms.api.dev_secret import warn_development
 from itemrooms.api.hub.backends import make_backend
 from itemrooms.api.hub.hub import Hub
+from itemrooms.api.hub.presence import PresencePolicy
 from itemrooms.api.log_redaction import install_redaction
 from itemrooms.api.metrics import Metrics
 from itemrooms.api.rate_limit import UserBuckets
@@ -102,7 +103,7 @@ class Itemrooms:
         if getattr(app.state, STATE_KEY, None) is not None:
             raise RuntimeError("this app already runs an itemrooms: one Itemrooms per app")
         settings = self.settings
-        hub = Hub(make_backend(settings), Metrics())
+        hub = Hub(make_backend(settings), Metrics(), PresencePolicy.of(settings))
         await hub.start()
         runtime = Runtime(
             settings,

@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from itemrooms.api.hub.backends.base import Message, Presence, Sender, Snapshot
+from itemrooms.api.hub.backends.base import Message, Sender, Snapshot
 
 MAX_REF_LENGTH = 128
 # A publish id (and an epoch): PROTOCOL.md v1.1's "1 to 64 characters of A-Z a-z 0-9 . _ : -".
@@ -88,7 +88,16 @@ class WelcomeFrame(BaseModel):
     item_id: str
     client_id: str = Field(description="This connection's id")
     user: str = Field(description="This connection's user (the token's sub)")
-    members: list[MemberModel] = Field(description="The other members, on every process")
+    members: list[MemberModel] = Field(
+        description="The other users, on every process, one entry each (the client_id "
+        "of the connection that brought the user in); in a large room (presence_mode "
+        "count) at most ITEMROOMS_PRESENCE_LIST_MAX of them"
+    )
+    member_count: int = Field(ge=0, description="Users in the room, you included (v1.2: big rooms)")
+    presence_mode: Literal["list", "count"] = Field(
+        description="list: presence frames follow each join and leave, and members is "
+        "everyone; count: a large room, presence_count frames follow instead (v1.2)"
+    )
     seq: int = Field(ge=0, description="The room's latest seq; 0 for a room without messages")
     recovered: bool = Field(
         description="With since: false when messages after it were already gone from history, "
@@ -122,13 +131,33 @@ class MessageFrame(BaseModel):
 
 
 class PresenceFrame(BaseModel):
-    """Another member joined or left (nobody is told of its own join)."""
+    """Another user joined (its first connection) or left (its last one); nobody is told
+    of its own join."""
 
     type: Literal["presence"]
     item_id: str
     event: Literal["join", "leave"]
     user: str
     client_id: str
+
+
+class PresenceCountFrame(BaseModel):
+    """A large room's presence since the last presence frame: counts, not names."""
+
+    type: Literal["presence_count"]
+    item_id: str
+    member_count: int = Field(ge=0, description="Users in the room now, you included")
+    joined: int = Field(ge=0, description="Users who joined since the last presence frame")
+    left: int = Field(ge=0, description="Users who left since the last presence frame")
+
+
+class PresenceListFrame(BaseModel):
+    """The room became small again: everyone in it; join and leave frames follow."""
+
+    type: Literal["presence_list"]
+    item_id: str
+    member_count: int = Field(ge=0, description="Users in the room, you included")
+    members: list[MemberModel] = Field(description="Every user in the room, you included")
 
 
 class ErrorFrame(BaseModel):
@@ -154,7 +183,14 @@ class RefreshedFrame(BaseModel):
 
 
 ServerFrame = Annotated[
-    WelcomeFrame | MessageFrame | PresenceFrame | ErrorFrame | PongFrame | RefreshedFrame,
+    WelcomeFrame
+    | MessageFrame
+    | PresenceFrame
+    | PresenceCountFrame
+    | PresenceListFrame
+    | ErrorFrame
+    | PongFrame
+    | RefreshedFrame,
     Field(discriminator="type"),
 ]
 
@@ -331,32 +367,62 @@ def encode_duplicate(original: Message, ref: str | None) -> str:
     return frame[:-1] + ',"duplicate":true}'
 
 
-def encode_presence(event: Presence) -> str:
-    member = event.member
+def encode_presence(item_id: str, event: str, user: str, client_id: str) -> str:
     return orjson.dumps(
         {
             "type": "presence",
-            "item_id": event.item_id,
-            "event": event.event,
-            "user": member.user,
-            "client_id": member.client_id,
+            "item_id": item_id,
+            "event": event,
+            "user": user,
+            "client_id": client_id,
         }
     ).decode()
 
 
-def encode_welcome(item_id: str, member: Sender, snapshot: Snapshot) -> str:
-    others = [
-        {"user": m.user, "client_id": m.client_id}
-        for m in snapshot.members
-        if m.client_id != member.client_id
-    ]
+def encode_presence_count(item_id: str, member_count: int, joined: int, left: int) -> str:
+    return orjson.dumps(
+        {
+            "type": "presence_count",
+            "item_id": item_id,
+            "member_count": member_count,
+            "joined": joined,
+            "left": left,
+        }
+    ).decode()
+
+
+# A user as presence lists it: (user, the client_id named in its join).
+Listed = tuple[str, str]
+
+
+def encode_presence_list(item_id: str, members: list[Listed]) -> str:
+    return orjson.dumps(
+        {
+            "type": "presence_list",
+            "item_id": item_id,
+            "member_count": len(members),
+            "members": [{"user": user, "client_id": cid} for user, cid in members],
+        }
+    ).decode()
+
+
+def encode_welcome(
+    item_id: str,
+    member: Sender,
+    snapshot: Snapshot,
+    others: list[Listed],
+    member_count: int,
+    large: bool,
+) -> str:
     return orjson.dumps(
         {
             "type": "welcome",
             "item_id": item_id,
             "client_id": member.client_id,
             "user": member.user,
-            "members": others,
+            "members": [{"user": user, "client_id": cid} for user, cid in others],
+            "member_count": member_count,
+            "presence_mode": "count" if large else "list",
             "seq": snapshot.seq,
             "recovered": snapshot.recovered,
             "epoch": snapshot.epoch,

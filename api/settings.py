@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     postgres_timeout_s: float = Field(5.0, gt=0)
     # Members of a process that stopped heart-beating disappear within about this long.
     presence_ttl_s: float = Field(15.0, ge=1.0)
+    # Presence changes of a room are sent at most once per this interval (the first after
+    # a quiet interval at once): a storm of N joins costs each member a frame per
+    # interval, not N.
+    presence_interval_ms: int = Field(500, ge=0, le=60_000)
+    # Rooms with more users than this are in large-room mode: welcomes list at most this
+    # many, and presence frames carry counts instead of each join and leave.
+    presence_list_max: int = Field(100, ge=0, le=10_000)
+    # In large-room mode, a user's leave counts only after this long without a
+    # connection, so a reload or a flaky network does not count as leave and join.
+    presence_grace_s: float = Field(5.0, ge=0, le=3600)
     # Publishes (and binary frames) per second per connection may burst to this many.
     rate_burst: float | None = Field(None, gt=0)
     # Every frame a client sends, of any kind (pings, refreshes, malformed ones too),

@@ -24,11 +24,13 @@ from itemrooms.api.frames import (
     encode_duplicate,
     encode_message,
     encode_presence,
+    encode_presence_count,
+    encode_presence_list,
     encode_welcome,
     error_frame,
     with_ref,
 )
-from itemrooms.api.hub.backends.base import Message, Presence, Sender, Snapshot
+from itemrooms.api.hub.backends.base import Message, Sender, Snapshot
 from itemrooms.api.specs import asyncapi_document, render_asyncapi
 from itemrooms.auth.credentials import ITEM_ID_PATTERN
 
@@ -186,8 +188,11 @@ ALICE = Sender("alice", "c_a")
     [
         (
             "welcome",
-            encode_welcome("42", ALICE, Snapshot(3, "e1", (ALICE, Sender("bob", "c_b")), (), True)),
+            encode_welcome("42", ALICE, Snapshot(3, "e1", (), True), [("bob", "c_b")], 2, False),
         ),
+        ("welcome", encode_welcome("42", ALICE, Snapshot(3, "e1", (), True), [], 5000, True)),
+        ("presence_count", encode_presence_count("42", 5000, 120, 7)),
+        ("presence_list", encode_presence_list("42", [("alice", "c_a"), ("bob", "c_b")])),
         ("message", encode_message(Message("42", 7, 1_700_000_000_000, ALICE, b"[1]", None))),
         (
             "message",
@@ -198,7 +203,7 @@ ALICE = Sender("alice", "c_a")
             encode_duplicate(Message("42", 9, 1_700_000_000_002, ALICE, b"1", None, "m-1"), "r2"),
         ),
         ("error", error_frame("outcome_unknown", "retry with the same id", "r3")),
-        ("presence", encode_presence(Presence("42", "leave", ALICE))),
+        ("presence", encode_presence("42", "leave", "alice", "c_a")),
         ("error", error_frame("invalid_json", "frame is not valid JSON")),
         ("error", error_frame("not_allowed", "no", "r1")),
         ("pong", PONG),

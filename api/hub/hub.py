@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from itemrooms.api.close_codes import (
@@ -33,7 +34,7 @@ from itemrooms.api.close_codes import (
     SLOW_CONSUMER,
     Close,
 )
-from itemrooms.api.frames import encode_message, encode_presence, encode_welcome, with_ref
+from itemrooms.api.frames import encode_message, encode_welcome, with_ref
 from itemrooms.api.hub.backends.base import (
     CLOSED,
     Backend,
@@ -51,6 +52,7 @@ from itemrooms.api.hub.backends.base import (
 from itemrooms.api.hub.flush import FlushBatch
 from itemrooms.api.hub.member import Member
 from itemrooms.api.hub.outgoing import Outgoing
+from itemrooms.api.hub.presence import Batch, PresencePolicy, RoomPresence
 from itemrooms.api.metrics import Metrics
 
 log = logging.getLogger("itemrooms.hub")
@@ -76,6 +78,11 @@ class _Room:
     subscribed: bool = False
     # Serialises subscribe and unsubscribe, so a join never races the last leave.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Why the room's subscribe failed: the joins that waited for it fail with it, rather
+    # than each trying again in turn (a queue of timeouts while the backend is slow).
+    failed: BaseException | None = None
+    # Who is here, per user, from the subscribe on (api/hub/presence.py).
+    presence: RoomPresence | None = None
     last_seq: int = 0  # the newest seq the backend delivered (in the current epoch)
     # floors[client_id] = the snapshot seq of a live member whose replay is ahead of
     # the live stream: it is sent only newer messages until the stream catches up.
@@ -83,9 +90,15 @@ class _Room:
 
 
 class Hub:
-    def __init__(self, backend: Backend, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        metrics: Metrics | None = None,
+        presence: PresencePolicy | None = None,
+    ) -> None:
         self.backend = backend
         self.metrics = metrics or Metrics()
+        self.presence_policy = presence or PresencePolicy()
         self._rooms: dict[str, _Room] = {}  # item_id -> room with local members
         self._tasks: set[asyncio.Task[Any]] = set()
         # Members' direct writes of one loop turn, written together (api/hub/flush.py).
@@ -123,9 +136,15 @@ class Hub:
             finally:
                 await self._release_if_empty(item_id, room)
             raise
+        # Presence as of the room's last batch: the next batch reaches this member too.
+        assert room.presence is not None  # set with the subscription
+        others, count = room.presence.welcome(member.sender.user)
+        welcome = encode_welcome(
+            item_id, member.sender, snapshot, others, count, room.presence.large
+        )
         # The welcome, the replay and what was held back are bounded by the history
         # size and the join's duration, so they bypass the send queue's limit.
-        member.push(Outgoing(encode_welcome(item_id, member.sender, snapshot)), force=True)
+        member.push(Outgoing(welcome), force=True)
         if snapshot.messages:
             member.push_stream(self._replay(item_id, member, snapshot))
         self._release_held(member, snapshot, held)
@@ -169,36 +188,33 @@ class Hub:
             if room is None:
                 room = self._rooms[item_id] = _Room()
             async with room.lock:
+                if room.failed is not None:
+                    raise BackendUnavailable(f"subscribe failed: {room.failed}")
                 if self._rooms.get(item_id) is not room:
                     continue  # released while we waited for the lock; take the new one
                 if not room.subscribed:
                     try:
-                        await self.backend.subscribe(item_id)
-                    except BaseException:
+                        members = await self.backend.subscribe(item_id)
+                    except BaseException as exc:
                         if not (room.members or room.joining):
+                            room.failed = exc
                             del self._rooms[item_id]
                         raise
+                    # At once, with no await between: the events from here on apply on
+                    # top of ``members`` (Backend.subscribe).
+                    room.presence = RoomPresence(
+                        item_id, self.presence_policy, members, partial(self._send_presence, room)
+                    )
                     room.subscribed = True
                 room.joining[member.client_id] = (member, held)
                 return room
 
     def _release_held(self, member: Member, snapshot: Snapshot, held: list[Event]) -> None:
-        # known: the members this one has been told about (welcome, then join/leave).
-        known = {m.client_id for m in snapshot.members}
+        # Presence is never held: the welcome has it as of the last batch.
         for event in held:
             if isinstance(event, Message):
                 if event.seq > snapshot.seq:
                     self._deliver_message(member, event, encode_message(event))
-            elif isinstance(event, Presence):
-                cid = event.member.client_id
-                if cid == member.client_id:
-                    continue
-                if event.event == "join" and cid not in known:
-                    known.add(cid)
-                    member.push(Outgoing(encode_presence(event)), force=True)
-                elif event.event == "leave" and cid in known:
-                    known.discard(cid)
-                    member.push(Outgoing(encode_presence(event)), force=True)
             elif isinstance(event, Relay) and event.sender.client_id != member.client_id:
                 member.push(Outgoing(data=event.payload), force=True)
 
@@ -219,6 +235,8 @@ class Hub:
                 return
             # Unsubscribe before dropping the room: a joiner that comes meanwhile waits
             # on this lock, then subscribes a new room, never before we unsubscribed.
+            if room.presence is not None:
+                room.presence.close()
             try:
                 await self.backend.unsubscribe(item_id)
             finally:
@@ -248,6 +266,13 @@ class Hub:
             return
         if isinstance(event, EpochChange):
             self._restart(room, event)
+            return
+        if isinstance(event, Presence):
+            if room.presence is not None:  # before, it was in what subscribe returned
+                if event.event == "join":
+                    room.presence.join(event.member)
+                else:
+                    room.presence.leave(event.member)
             return
         for _, held in room.joining.values():
             held.append(event)
@@ -281,8 +306,8 @@ class Hub:
                     overflowed.append(member)
             self.metrics.delivered.inc(len(room.members) - dropped - skipped - len(overflowed))
         else:
-            shared = self._other_frame(event)
-            skip = event.member.client_id if isinstance(event, Presence) else event.sender.client_id
+            shared = Outgoing(data=event.payload)
+            skip = event.sender.client_id
             for cid, member in room.members.items():
                 if cid != skip and not member.push(shared):
                     overflowed.append(member)
@@ -310,11 +335,17 @@ class Hub:
     ) -> None:
         await self.backend.control(item_id, action, user, ban_s)
 
-    @staticmethod
-    def _other_frame(event: Presence | Relay) -> Outgoing:
-        if isinstance(event, Presence):
-            return Outgoing(encode_presence(event))
-        return Outgoing(data=event.payload)
+    def _send_presence(self, room: _Room, batch: Batch) -> None:
+        """A presence batch to the room's live members: each frame encoded once."""
+        overflowed: list[Member] = []
+        for frame, skip in batch:
+            shared = Outgoing(frame)
+            for member in room.members.values():
+                if member.sender.user != skip and not member.push(shared):
+                    overflowed.append(member)
+        if room.presence is not None:
+            for member in dict.fromkeys(overflowed):
+                self.evict(room.presence.item_id, member, SLOW_CONSUMER)
 
     def _deliver_message(self, member: Member, event: Message, frame: str) -> None:
         if event.sender.client_id == member.client_id and event.ref is not None:

@@ -60,9 +60,20 @@ class HistoryResponse(BaseModel):
     messages: list[MessageFrame]
 
 
+class PresentUser(BaseModel):
+    user: str = Field(description="The token's sub")
+    connections: int = Field(ge=1, description="The user's connections, on every process")
+
+
 class PresenceResponse(BaseModel):
     item_id: str
-    members: list[MemberModel]
+    member_count: int = Field(ge=0, description="Users in the room, on every process")
+    members: list[PresentUser] = Field(
+        description="One entry per user, in the byte order of their names, after `after`"
+    )
+    next: str | None = Field(
+        description="Give it as `after` for the next page; null on the last page"
+    )
 
 
 MAX_BAN_S = 30 * 86400
@@ -233,17 +244,28 @@ async def history(
 
 @router.get(
     "/presence",
-    summary="Who is in the room now, across all processes (needs items:read)",
+    summary="Who is in the room now, one entry per user, across all processes, a page at "
+    "a time (needs items:read)",
     response_model=PresenceResponse,
     responses=AUTH_ERRORS,
 )
-async def presence(item_id: ItemId, claims: Reader, request: Request) -> PresenceResponse:
+async def presence(
+    item_id: ItemId,
+    claims: Reader,
+    request: Request,
+    after: Annotated[str | None, Query(min_length=1, max_length=1024)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> PresenceResponse:
     try:
-        snapshot = await hub_of(request).backend.snapshot(item_id, None)
+        page = await hub_of(request).backend.presence_page(item_id, after, limit)
     except BackendUnavailable as exc:
         raise unavailable() from exc
-    members = [MemberModel(user=m.user, client_id=m.client_id) for m in snapshot.members]
-    return PresenceResponse(item_id=item_id, members=members)
+    return PresenceResponse(
+        item_id=item_id,
+        member_count=page.member_count,
+        members=[PresentUser(user=u, connections=n) for u, n in page.users],
+        next=page.next,
+    )
 
 
 @router.post(

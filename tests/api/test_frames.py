@@ -16,12 +16,14 @@ from itemrooms.api.frames import (
     encode_duplicate,
     encode_message,
     encode_presence,
+    encode_presence_count,
+    encode_presence_list,
     encode_welcome,
     error_frame,
     parse_client_frame,
     with_ref,
 )
-from itemrooms.api.hub.backends.base import Message, Presence, Sender, Snapshot
+from itemrooms.api.hub.backends.base import Message, Sender, Snapshot
 
 SERVER = TypeAdapter(ServerFrame)
 CLIENT = TypeAdapter(ClientFrame)
@@ -47,9 +49,23 @@ def test_server_frames_match_their_models() -> None:
         "data": {"a": [1, "x"]},
     }
     assert valid(with_ref(encode_message(message), 'r"1'))["ref"] == 'r"1'
-    assert valid(encode_presence(Presence("42", "leave", BOB)))["event"] == "leave"
-    welcome = valid(encode_welcome("42", ALICE, Snapshot(3, "e-1", (ALICE, BOB), (), False)))
+    assert valid(encode_presence("42", "leave", "bob", "c_b"))["event"] == "leave"
+    snapshot = Snapshot(3, "e-1", (), False)
+    welcome = valid(encode_welcome("42", ALICE, snapshot, [("bob", "c_b")], 2, False))
     assert welcome["members"] == [{"user": "bob", "client_id": "c_b"}]
+    assert (welcome["member_count"], welcome["presence_mode"]) == (2, "list")
+    large = valid(encode_welcome("42", ALICE, snapshot, [("bob", "c_b")], 900, True))
+    assert (large["member_count"], large["presence_mode"]) == (900, "count")
+    assert valid(encode_presence_count("42", 900, 3, 1)) == {
+        "type": "presence_count",
+        "item_id": "42",
+        "member_count": 900,
+        "joined": 3,
+        "left": 1,
+    }
+    listed = valid(encode_presence_list("42", [("bob", "c_b")]))
+    assert listed["members"] == [{"user": "bob", "client_id": "c_b"}]
+    assert listed["member_count"] == 1
     assert (welcome["seq"], welcome["recovered"], welcome["user"]) == (3, False, "alice")
     assert welcome["epoch"] == "e-1"
     with_id = Message("42", 8, 1_700_000_000_000, ALICE, b"1", "r1", "m-1")

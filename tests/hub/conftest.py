@@ -58,6 +58,19 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def present(backend: Backend, item_id: str, page: int = 2) -> dict[str, int]:
+    """Who the backend holds in the room, every page read: user -> connections."""
+    users: dict[str, int] = {}
+    after = None
+    while True:
+        got = await backend.presence_page(item_id, after, page)
+        users.update(got.users)
+        assert got.member_count >= len(users)
+        if got.next is None:
+            return users
+        after = got.next
+
+
 def lapse_of(events: list[Event], member: Sender) -> list[str]:
     """The presence events about ``member``, in order ("join", "leave", ...)."""
     return [e.event for e in events if isinstance(e, Presence) and e.member == member]

@@ -16,10 +16,11 @@ from itemrooms.api.hub.backends.base import (
     ItemClosed,
     Message,
     Presence,
+    PresencePage,
     Relay,
     Sender,
 )
-from tests.hub.conftest import HISTORY, Recorder
+from tests.hub.conftest import HISTORY, Recorder, present
 
 ALICE = Sender("alice", "c_a")
 BOB = Sender("bob", "c_b")
@@ -82,10 +83,10 @@ async def test_presence_join_leave(backend: Fixture) -> None:
     await b.subscribe("r")
     await b.join("r", ALICE)
     await b.join("r", BOB)
-    assert set((await b.snapshot("r", None)).members) == {ALICE, BOB}
+    assert await present(b, "r") == {"alice": 1, "bob": 1}
     await b.leave("r", ALICE)
     await b.leave("r", ALICE)  # idempotent: no second event
-    assert (await b.snapshot("r", None)).members == (BOB,)
+    assert await present(b, "r") == {"bob": 1}
     await b.publish("r", BOB, b"0", None)  # a marker after the presence events
     await events.count(4)
     assert events.events[:3] == [
@@ -96,12 +97,53 @@ async def test_presence_join_leave(backend: Fixture) -> None:
     assert isinstance(events.events[3], Message)
 
 
+async def test_subscribe_returns_the_members_events_then_keep_true(backend: Fixture) -> None:
+    """Backend.subscribe: what it returns plus every later event is the room's presence,
+    so the hub never reads the room's members again."""
+    b, events = backend
+    await b.join("r", ALICE)  # before anyone here listened
+    await b.join("r", BOB)
+    members = await b.subscribe("r")
+    assert set(members) == {ALICE, BOB}
+    await b.leave("r", ALICE)
+    await b.publish("r", BOB, b"0", None)  # a marker after the leave
+    await events.until(lambda evs: any(isinstance(e, Message) for e in evs))
+    assert [e for e in events.events if isinstance(e, Presence)] == [Presence("r", "leave", ALICE)]
+    assert await b.subscribe("empty") == ()
+
+
+async def test_presence_pages_users_with_their_connection_counts(backend: Fixture) -> None:
+    """HTTP presence: one entry per user (two tabs are one user), by name, a page at a
+    time, with the room's user count on every page."""
+    b, _ = backend
+    await b.subscribe("r")
+    tabs = [Sender("zoe", "c_z1"), Sender("zoe", "c_z2"), Sender("Ann", "c_an")]
+    for member in [ALICE, BOB, *tabs, Sender("ann", "c_a2")]:
+        await b.join("r", member)
+    first = await b.presence_page("r", None, 2)
+    assert (first.member_count, first.users, first.next) == (
+        5,
+        (("Ann", 1), ("alice", 1)),  # bytewise: capitals first
+        "alice",
+    )
+    second = await b.presence_page("r", first.next, 2)
+    assert (second.users, second.next) == ((("ann", 1), ("bob", 1)), "bob")
+    last = await b.presence_page("r", second.next, 2)
+    assert (last.users, last.next) == ((("zoe", 2),), None)
+    await b.leave("r", tabs[0])
+    assert (await b.presence_page("r", "bob", 2)).users == (("zoe", 1),)
+    await b.leave("r", tabs[1])
+    gone = await b.presence_page("r", None, 10)
+    assert (gone.member_count, [u for u, _ in gone.users]) == (4, ["Ann", "alice", "ann", "bob"])
+    assert (await b.presence_page("nobody", None, 10)) == PresencePage(0, (), None)
+
+
 async def test_concurrent_joins_lose_no_member(backend: Fixture) -> None:
     b, events = backend
     await b.subscribe("r")
     members = [Sender(f"u{i}", f"c_{i}") for i in range(100)]
     await asyncio.gather(*(b.join("r", m) for m in members))
-    assert set((await b.snapshot("r", None)).members) == set(members)
+    assert await present(b, "r", page=7) == {m.user: 1 for m in members}
     await events.count(100)
     assert {e.member for e in events.events if isinstance(e, Presence)} == set(members)
 
@@ -109,7 +151,7 @@ async def test_concurrent_joins_lose_no_member(backend: Fixture) -> None:
 async def test_snapshot_without_since(backend: Fixture) -> None:
     b, _ = backend
     empty = await b.snapshot("new", None)
-    assert (empty.seq, empty.members, empty.messages, empty.recovered) == (0, (), (), True)
+    assert (empty.seq, empty.messages, empty.recovered) == (0, (), True)
     await b.publish("r", ALICE, b"0", None)
     snap = await b.snapshot("r", None)
     assert (snap.seq, snap.messages, snap.recovered) == (1, (), True)

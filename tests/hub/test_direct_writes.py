@@ -15,6 +15,7 @@ from itemrooms.api.hub.backends.memory import MemoryBackend
 from itemrooms.api.hub.hub import Hub
 from itemrooms.api.hub.member import Member
 from itemrooms.auth.tokens import Claims
+from tests.hub.test_hub import IMMEDIATE
 
 
 class FakeTransport:
@@ -146,7 +147,7 @@ async def test_a_backpressured_member_queues_in_order_then_writes_directly_again
 
 
 async def test_a_member_that_stays_backpressured_is_closed_and_the_room_goes_on() -> None:
-    hub = Hub(MemoryBackend())
+    hub = Hub(MemoryBackend(), presence=IMMEDIATE)
     await hub.start()
     fast, fast_socket, slow, slow_socket = await fast_and_slow(hub, slow_limit=3)
     await a_turn()

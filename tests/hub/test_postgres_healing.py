@@ -23,7 +23,7 @@ from itemrooms.api.hub.backends.postgres import PostgresBackend
 from itemrooms.api.hub.backends.postgres_listener import Listener
 from itemrooms.api.hub.backends.postgres_publish import PublishBatcher
 from tests.conftest import POSTGRES_URL
-from tests.hub.conftest import WAIT_S, PostgresFactory, Recorder, lapse_of, until
+from tests.hub.conftest import WAIT_S, PostgresFactory, Recorder, lapse_of, present, until
 
 ALICE = Sender("alice", "c_a")
 BOB = Sender("bob", "c_b")
@@ -137,7 +137,7 @@ async def test_a_terminated_connection_is_replaced_and_nothing_is_missed_or_repe
     await events.until(lambda evs: seqs(evs) == [1, 2, 3, 4])
     assert (await watcher.publish("r", ALICE, b"5", "r5")).seq == 5
     await events.until(lambda evs: seqs(evs) == [1, 2, 3, 4, 5])
-    assert ALICE in (await publisher.snapshot("r", None)).members
+    assert "alice" in await present(publisher, "r")
 
 
 async def test_a_restarted_postgres_keeps_every_seq_and_presence_does_not_flap(
@@ -161,8 +161,8 @@ async def test_a_restarted_postgres_keeps_every_seq_and_presence_does_not_flap(
     await until(two.ready, "never ready again")
 
     async def both_present() -> bool:
-        members = (await one.snapshot("r", None)).members
-        return ALICE in members and BOB in members
+        members = await present(one, "r")
+        return "alice" in members and "bob" in members
 
     await until(both_present, "presence never registered again")
     assert (await two.publish("r", BOB, b"4", None)).seq == 4
@@ -188,7 +188,7 @@ async def test_a_database_come_back_empty_is_a_new_epoch_numbered_after_what_was
     assert snap.epoch != first.epoch and snap.seq == 3 and not snap.recovered
     after = await node.publish("r", ALICE, b"4", None)
     assert (after.seq, after.epoch) == (4, snap.epoch)  # no seq 1 under the members' feet
-    assert ALICE in (await node.snapshot("r", None)).members
+    assert "alice" in await present(node, "r")
 
 
 async def test_a_process_whose_heartbeat_lapsed_registers_its_members_again(
@@ -210,7 +210,7 @@ async def test_a_process_whose_heartbeat_lapsed_registers_its_members_again(
     assert stalled.presence.dirty
     await stalled.presence.reconcile()
     await events.until(lambda evs: lapse_of(evs, ALICE) == ["join", "leave", "join"])
-    assert ALICE in (await other.snapshot("r", None)).members
+    assert "alice" in await present(other, "r")
 
 
 async def test_a_join_that_finds_its_node_reaped_is_registered_with_the_node(
@@ -222,7 +222,7 @@ async def test_a_join_that_finds_its_node_reaped_is_registered_with_the_node(
     await _age_heartbeat(postgres_schema, stalled.node_id)
     await other.presence.reap_dead_nodes()
     await stalled.join("r", ALICE)  # the node is gone: nothing written, yet
-    assert stalled.presence.dirty and ALICE not in (await other.snapshot("r", None)).members
+    assert stalled.presence.dirty and "alice" not in await present(other, "r")
     await stalled.presence.heartbeat()
     await stalled.presence.reconcile()
     await events.until(lambda evs: lapse_of(evs, ALICE) == ["join"])
@@ -243,10 +243,10 @@ async def test_a_leave_that_failed_is_done_later_without_a_reconnect(
         await node.leave("r", ALICE)  # never raises: the leave is owed, not forgotten
 
     async def alice_gone() -> bool:
-        return ALICE not in (await node.snapshot("r", None)).members
+        return "alice" not in await present(node, "r")
 
     await until(alice_gone, "the failed leave was never done")
-    assert BOB in (await node.snapshot("r", None)).members
+    assert "bob" in await present(node, "r")
 
 
 @pytest.mark.parametrize("stall", ["failed", "late"])
@@ -278,7 +278,7 @@ async def test_after_a_stall_no_live_process_is_reaped(
         monkeypatch.setattr(watcher.presence, "_beat_at", watcher.presence._beat_at - 25.0)
     await watcher.presence.heartbeat()
     await watcher.presence.reap_dead_nodes()
-    assert ALICE in (await watcher.snapshot("r", None)).members
+    assert "alice" in await present(watcher, "r")
     await member_node.publish("r", ALICE, b'"marker"', None)
     await events.until(lambda evs: any(isinstance(e, Message) for e in evs))
     assert lapse_of(events.events, ALICE) == ["join"]

@@ -18,7 +18,7 @@ from itemrooms.api.hub.backends.base import (
     Sender,
 )
 from itemrooms.api.hub.backends.redis import RedisBackend
-from tests.hub.conftest import REDIS_URL, WAIT_S, Recorder, RedisFactory, lapse_of, until
+from tests.hub.conftest import REDIS_URL, WAIT_S, Recorder, RedisFactory, lapse_of, present, until
 from tests.support.redis_server import PrivateRedis
 
 ALICE = Sender("alice", "c_a")
@@ -129,7 +129,7 @@ async def test_a_process_whose_heartbeat_lapsed_registers_its_members_again(
     await events.until(lambda evs: lapse_of(evs, ALICE) == ["join", "leave"])
     # The stalled process notices at its next heartbeat and registers them again.
     await events.until(lambda evs: lapse_of(evs, ALICE) == ["join", "leave", "join"])
-    assert ALICE in (await other.snapshot("r", None)).members
+    assert "alice" in await present(other, "r")
 
 
 async def test_a_leave_that_failed_is_done_later_without_a_reconnect(
@@ -148,10 +148,10 @@ async def test_a_leave_that_failed_is_done_later_without_a_reconnect(
     monkeypatch.setitem(node.presence._scripts, "LEAVE", script)
 
     async def alice_gone() -> bool:
-        return ALICE not in (await node.snapshot("r", None)).members
+        return "alice" not in await present(node, "r")
 
     await until(alice_gone, "the failed leave was never done")
-    assert BOB in (await node.snapshot("r", None)).members
+    assert "bob" in await present(node, "r")
 
 
 async def failed_heartbeat(
@@ -220,7 +220,7 @@ async def test_after_a_stall_no_live_process_is_reaped(
         monkeypatch.setattr(watcher.presence, "_beat_at", watcher.presence._beat_at - 25.0)
     await watcher.presence.heartbeat()
     await watcher.presence.reap_dead_nodes()
-    assert ALICE in (await watcher.snapshot("r", None)).members
+    assert "alice" in await present(watcher, "r")
     await member_node.publish("r", ALICE, b'"marker"', None)
     await events.until(lambda evs: any(isinstance(e, Message) for e in evs))
     assert lapse_of(events.events, ALICE) == ["join"]

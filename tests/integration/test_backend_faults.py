@@ -138,12 +138,12 @@ async def test_a_process_stopped_past_the_presence_ttl_leaves_then_joins_again(
         try:
             left = await recv_type(alice, "presence", timeout=TTL_S + 5)
             assert (left["event"], left["client_id"]) == ("leave", wb["client_id"])
-            assert await present(one, item, reader) == {wa["client_id"]}
+            assert await present(one, item, reader) == {"alice"}
         finally:
             two.process.send_signal(signal.SIGCONT)
         back = await recv_type(alice, "presence", timeout=TTL_S + 5)
         assert (back["event"], back["client_id"]) == ("join", wb["client_id"])
-        both = {wa["client_id"], wb["client_id"]}
+        both = {"alice", "bob"}
         for server in (one, two):
 
             async def lists_both(server: ServerProcess = server) -> bool:

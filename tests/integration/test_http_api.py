@@ -100,8 +100,26 @@ async def test_presence_kick_and_close(server: ServerProcess, mint: Mint, item: 
     bob, wb = await join(server, item, mint("bob"))
     admin = bearer(mint("admin", scope=["items:read", "items:admin"]))
     async with httpx.AsyncClient(base_url=server.http_url) as http:
-        members = (await http.get(f"/items/{item}/presence", headers=admin)).json()["members"]
-        assert sorted(m["user"] for m in members) == ["alice", "alice", "bob"]
+        url = f"/items/{item}/presence"
+        whole = (await http.get(url, headers=admin)).json()
+        # One entry per user, two tabs counted as connections.
+        assert whole == {
+            "item_id": item,
+            "member_count": 2,
+            "members": [{"user": "alice", "connections": 2}, {"user": "bob", "connections": 1}],
+            "next": None,
+        }
+        first = (await http.get(url, params={"limit": 1}, headers=admin)).json()
+        assert (first["members"], first["next"]) == ([{"user": "alice", "connections": 2}], "alice")
+        rest = (await http.get(url, params={"after": "alice"}, headers=admin)).json()
+        assert (rest["member_count"], rest["members"], rest["next"]) == (
+            2,
+            [{"user": "bob", "connections": 1}],
+            None,
+        )
+        for bad in ({"limit": 0}, {"limit": 1001}, {"after": ""}, {"after": "a" * 1025}):
+            refused = await http.get(url, params=bad, headers=admin)
+            assert refused.status_code == 422, (bad, refused.text)
         not_admin = await http.post(
             f"/items/{item}/kick", json={"sub": "alice"}, headers=bearer(mint())
         )
@@ -111,8 +129,12 @@ async def test_presence_kick_and_close(server: ServerProcess, mint: Mint, item: 
         for ws in (alice, alice_again):
             _, code_reason = await drain(ws)
             assert code_reason == (1008, "forbidden")
-        left = {(await recv_type(bob, "presence"))["user"] for _ in range(2)}
-        assert left == {"alice"}
+        left = await recv_type(bob, "presence")  # alice is one member: one leave
+        assert (left["event"], left["user"], left["client_id"]) == (
+            "leave",
+            "alice",
+            wa["client_id"],
+        )
         again = await http.post(f"/items/{item}/kick", json={"sub": "alice"}, headers=admin)
         assert again.status_code == 202  # idempotent
         closed = await http.post(f"/items/{item}/close", headers=admin)

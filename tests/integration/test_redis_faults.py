@@ -157,7 +157,7 @@ async def test_a_leave_while_redis_is_paused_is_done_after_without_a_reconnect(
             for server in (one, two):
 
                 async def no_ghost(server: ServerProcess = server) -> bool:
-                    return await present(server, item, reader) == {wa["client_id"]}
+                    return await present(server, item, reader) == {"alice"}
 
                 await until(no_ghost, f"GET /presence on :{server.port} without bob", ttl)
             assert pubsub_connections(admin) == listeners, "a pub/sub connection was renewed"

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import Mint
-from tests.support.client import join, publish_many, recv_json, recv_type, send_json
+from tests.support.client import (
+    join,
+    known_users,
+    publish_many,
+    recv_json,
+    recv_type,
+    send_json,
+)
 from tests.support.server import ServerProcess
 
 Starter = Callable[..., ServerProcess]
@@ -107,12 +114,13 @@ async def test_several_workers_share_rooms(
     server = start_redis_server(workers=2)
     clients = [await join(server, item, mint(f"u{i}")) for i in range(6)]
     try:
+        # Everyone knows everyone, whichever worker took its connection.
+        for ws, welcome in clients:
+            known, _ = await known_users(ws, welcome, 5)
+            assert known == {f"u{i}" for i in range(6)} - {welcome["user"]}
         await send_json(clients[0][0], {"type": "publish", "data": "hello all"})
         for ws, _ in clients:
             assert (await recv_type(ws, "message"))["data"] == "hello all"
-        # Everyone knows everyone, whichever worker took its connection.
-        last_ws, last_welcome = clients[-1]
-        assert len(last_welcome["members"]) == 5
     finally:
         for ws, _ in clients:
             await ws.close()

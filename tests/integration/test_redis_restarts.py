@@ -249,7 +249,7 @@ async def test_presence_does_not_flap_when_redis_is_back_after_more_than_the_ttl
         await join(server, item, mint(user))
         for server, user in ((one, "alice"), (one, "carol"), (two, "bob"), (two, "dave"))
     ]
-    everyone = {welcome["client_id"] for _, welcome in members}
+    everyone = {welcome["user"] for _, welcome in members}
     for i, (ws, _) in enumerate(members):
         later = [w["client_id"] for _, w in members[i + 1 :]]
         joins = [await recv_json(ws) for _ in later]

@@ -27,6 +27,13 @@ async def join_slow(server: ServerProcess, item: str, mint: Mint) -> tuple[Clien
     return slow, welcome["client_id"]
 
 
+async def watch_join(watcher: ClientConnection, slow_id: str) -> None:
+    """The watcher is told of the slow member (presence comes in batches: one that came
+    and went within a batch would never be mentioned, its leave neither)."""
+    joined = await recv_json(watcher, timeout=TIMEOUT)
+    assert (joined["type"], joined["event"], joined["client_id"]) == ("presence", "join", slow_id)
+
+
 async def publish_until_evicted(
     publisher: ClientConnection, watcher: ClientConnection, slow_id: str
 ) -> int:
@@ -79,6 +86,7 @@ async def test_a_member_that_stops_reading_is_closed_and_the_room_goes_on(
     publisher, _ = await join(server, item, mint("publisher"))
     watcher, _ = await join(server, item, mint("watcher"))
     slow, slow_id = await join_slow(server, item, mint)
+    await watch_join(watcher, slow_id)
     sent = await publish_until_evicted(publisher, watcher, slow_id)
     # The stalled member reads again: it finds what was already on the wire, then the close.
     frames, code, reason = await drain_until_closed(slow, timeout=30)
@@ -98,6 +106,7 @@ async def test_the_slow_consumer_close_is_not_overtaken_by_the_keepalive(
     publisher, _ = await join(server, item, mint("publisher"))
     watcher, _ = await join(server, item, mint("watcher"))
     slow, slow_id = await join_slow(server, item, mint)
+    await watch_join(watcher, slow_id)
     await publish_until_evicted(publisher, watcher, slow_id)
     await asyncio.sleep(2.0)  # the behaviour under test: pings go unanswered meanwhile
     _, code, reason = await drain_until_closed(slow, timeout=30)

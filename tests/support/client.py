@@ -12,6 +12,8 @@ from websockets.exceptions import ConnectionClosed
 from tests.support.server import ServerProcess
 
 TIMEOUT = 5.0
+
+Frame = dict[str, Any]
 Via = Literal["header", "subprotocol", "query", "cookie"]
 
 
@@ -128,3 +130,24 @@ async def publish_many(server: ServerProcess, item_id: str, token: str, count: i
         acked = 0
         while acked < count:
             acked += (await recv_json(ws))["type"] == "message"
+
+
+async def known_users(
+    ws: ClientConnection, welcome: Frame, want: int, timeout: float = TIMEOUT
+) -> tuple[set[str], list[Frame]]:
+    """Read until this member knows ``want`` other users (its welcome's, then presence
+    frames, which come in batches); those users, and every other frame read meanwhile.
+    A join of a user already known fails: nobody is told of anyone twice."""
+    known = {m["user"] for m in welcome["members"]}
+    others: list[Frame] = []
+    async with asyncio.timeout(timeout):
+        while len(known) != want:
+            frame = await recv_json(ws)
+            if frame["type"] == "presence" and frame["event"] == "join":
+                assert frame["user"] not in known, f"told twice of {frame['user']}"
+                known.add(frame["user"])
+            elif frame["type"] == "presence":
+                known.discard(frame["user"])
+            else:
+                others.append(frame)
+    return known, others

@@ -89,12 +89,14 @@ async def history(
 
 
 async def present(server: ServerProcess, item_id: str, token: str) -> set[str]:
-    """The client_ids ``GET /presence`` lists."""
+    """The users ``GET /presence`` lists (one page: tests' rooms are small)."""
     async with httpx.AsyncClient(timeout=10) as http:
         url = f"{server.http_url}/items/{item_id}/presence"
-        response = await http.get(url, headers=bearer(token))
+        response = await http.get(url, params={"limit": 1000}, headers=bearer(token))
     assert response.status_code == 200, response.text
-    return {m["client_id"] for m in response.json()["members"]}
+    answer = response.json()
+    assert answer["next"] is None and answer["member_count"] == len(answer["members"])
+    return {m["user"] for m in answer["members"]}
 
 
 async def frames_until(

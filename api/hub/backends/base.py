@@ -103,12 +103,22 @@ EventSink = Callable[[Event], None]
 
 
 @dataclass(frozen=True, slots=True)
+class PresencePage:
+    """One page of a room's users, in the byte order of their names (HTTP presence)."""
+
+    member_count: int  # users in the room, on every process
+    users: tuple[tuple[str, int], ...]  # (user, connections), after ``after``
+    next: str | None  # the last user of this page when there may be more
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A room's state at one instant, for a joining member's ``welcome``."""
+    """A room's sequence at one instant, for a joining member's ``welcome``. Members are
+    not in it: the hub keeps each subscribed room's presence from ``subscribe`` and the
+    events that follow, so a join in a room of thousands reads none of them."""
 
     seq: int  # latest seq (0 for a room without messages)
     epoch: str
-    members: tuple[Sender, ...]
     # The first page of history after ``since``, oldest first; Backend.history has the rest.
     messages: tuple[Message, ...]
     recovered: bool  # False when some messages after ``since`` are gone
@@ -124,9 +134,15 @@ class Backend(Protocol):
     async def ready(self) -> bool:
         """Whether the backend can serve right now (for ``/readyz``)."""
 
-    async def subscribe(self, item_id: str) -> None:
+    async def subscribe(self, item_id: str) -> tuple[Sender, ...]:
         """Receive the room's events; returns once the subscription is confirmed,
-        so that nothing published after it returns is missed."""
+        so that nothing published after it returns is missed.
+
+        Returns the room's members (one per connection, every process) as of the
+        return: every Presence event delivered from then on applies on top of them, and
+        those delivered before are already in them. The backend reads them after its
+        last await, so that the caller, resuming at once, holds a view the events keep
+        true."""
 
     async def unsubscribe(self, item_id: str) -> None:
         """Stop receiving the room's events (this process has no member left in it)."""
@@ -177,11 +193,15 @@ class Backend(Protocol):
         Never raises and never leaves a ghost: what cannot be done now (the backend is
         away) the backend does by itself once it can."""
 
+    async def presence_page(self, item_id: str, after: str | None, limit: int) -> PresencePage:
+        """At most ``limit`` users whose names sort after ``after`` (bytewise), with
+        their connection counts, as the backend holds them now."""
+
     async def snapshot(
         self, item_id: str, since: int | None, epoch: str | None = None, limit: int = 100
     ) -> Snapshot:
-        """Latest seq, epoch, members and (if ``since`` is given) the first ``limit``
-        messages after it, at one instant. Creates the room's epoch if it has none.
+        """Latest seq, epoch and (if ``since`` is given) the first ``limit`` messages
+        after it, at one instant. Creates the room's epoch if it has none.
 
         ``recovered`` is False when history no longer holds every message after
         ``since``; when ``epoch`` is given and is not the room's, or ``since`` is above

@@ -17,6 +17,7 @@ from itemrooms.api.hub.backends.base import (
     ItemClosed,
     Message,
     Presence,
+    PresencePage,
     Published,
     Relay,
     Sender,
@@ -136,8 +137,10 @@ class MemoryBackend:
     async def ready(self) -> bool:
         return self._sink is not None
 
-    async def subscribe(self, item_id: str) -> None:
+    async def subscribe(self, item_id: str) -> tuple[Sender, ...]:
         self._subscribed.add(item_id)
+        room = self._rooms.get(item_id)
+        return () if room is None else tuple(room.members.values())
 
     async def unsubscribe(self, item_id: str) -> None:
         self._subscribed.discard(item_id)
@@ -223,9 +226,8 @@ class MemoryBackend:
         self, item_id: str, since: int | None, epoch: str | None = None, limit: int = 100
     ) -> Snapshot:
         room = self._room(item_id)
-        members = tuple(room.members.values())
         if since is None:
-            return Snapshot(room.seq, room.epoch, members, (), True)
+            return Snapshot(room.seq, room.epoch, (), True)
         if since > room.seq or (epoch is not None and epoch != room.epoch):
             since = 0  # a stream the client never saw: give it all we have
             recovered = False
@@ -233,7 +235,20 @@ class MemoryBackend:
             oldest = room.history[0][0] if room.history else room.seq + 1
             recovered = since + 1 >= oldest
         messages = self._page(item_id, room, since, room.seq, limit)
-        return Snapshot(room.seq, room.epoch, members, messages, recovered)
+        return Snapshot(room.seq, room.epoch, messages, recovered)
+
+    async def presence_page(self, item_id: str, after: str | None, limit: int) -> PresencePage:
+        room = self._rooms.get(item_id)
+        counts: dict[str, int] = {}
+        for member in room.members.values() if room is not None else ():
+            counts[member.user] = counts.get(member.user, 0) + 1
+        names = sorted(counts, key=str.encode)  # bytewise, as Redis and PostgreSQL sort
+        if after is not None:
+            after_bytes = after.encode()
+            names = [n for n in names if n.encode() > after_bytes]
+        page = tuple((n, counts[n]) for n in names[:limit])
+        more = len(names) > limit
+        return PresencePage(len(counts), page, page[-1][0] if more else None)
 
     async def history(
         self, item_id: str, epoch: str, after: int, upto: int, limit: int

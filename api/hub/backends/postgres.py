@@ -38,6 +38,7 @@ from itemrooms.api.hub.backends.base import (
     EventSink,
     ItemClosed,
     Message,
+    PresencePage,
     Published,
     Sender,
     Snapshot,
@@ -211,8 +212,8 @@ class PostgresBackend:
 
     # --- rooms ----------------------------------------------------------------
 
-    async def subscribe(self, item_id: str) -> None:
-        await self.listener.subscribe(item_id)
+    async def subscribe(self, item_id: str) -> tuple[Sender, ...]:
+        return await self.listener.subscribe(item_id)
 
     async def unsubscribe(self, item_id: str) -> None:
         await self.listener.unsubscribe(item_id)
@@ -320,10 +321,27 @@ class PostgresBackend:
             limit,
         )
         room = rows[0]
-        members = [Sender(r["user_id"], r["client_id"]) for r in rows if r["kind"] == 1]
-        members = self.listener.present_suspects(item_id, members)
         messages = tuple(row_message(item_id, r) for r in rows if r["kind"] == 2)
-        return Snapshot(room["seq"], room["epoch"], tuple(members), messages, room["ts"] == 1)
+        return Snapshot(room["seq"], room["epoch"], messages, room["ts"] == 1)
+
+    async def presence_page(self, item_id: str, after: str | None, limit: int) -> PresencePage:
+        rows = await self._query(
+            "fetch",
+            f"""SELECT (SELECT count(DISTINCT user_id) FROM {self._s}.presence
+                         WHERE item = $1) AS total, u.user_id, u.conns
+                  FROM (SELECT user_id COLLATE "C" AS user_id, count(*) AS conns
+                          FROM {self._s}.presence
+                         WHERE item = $1 AND ($2::text IS NULL OR user_id COLLATE "C" > $2)
+                         GROUP BY 1 ORDER BY 1 LIMIT $3) u
+                 RIGHT JOIN (SELECT 1) one ON true""",
+            item_id,
+            after,
+            limit + 1,  # one more than asked: whether there is a next page
+        )
+        users = tuple((r["user_id"], r["conns"]) for r in rows if r["user_id"] is not None)
+        more = len(users) > limit
+        users = users[:limit]
+        return PresencePage(rows[0]["total"], users, users[-1][0] if more else None)
 
     async def history(
         self, item_id: str, epoch: str, after: int, upto: int, limit: int

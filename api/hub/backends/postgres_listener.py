@@ -166,7 +166,7 @@ class Listener:
         room = self.rooms.get(item_id)
         return room.last_seq if room is not None else 0
 
-    async def subscribe(self, item_id: str) -> None:
+    async def subscribe(self, item_id: str) -> tuple[Sender, ...]:
         conn = self._conn  # this one: a loss meanwhile closes it (and add_listener fails)
         if not self.live or conn is None:
             raise BackendUnavailable("reconnecting to PostgreSQL")
@@ -182,6 +182,11 @@ class Listener:
             rows = await self._query(
                 "fetch", f"SELECT * FROM {self._s}.snapshot($1, -1, NULL, 0)", item_id
             )
+            members = await self._query(
+                "fetch",
+                f"SELECT user_id, client_id FROM {self._s}.presence WHERE item = $1",
+                item_id,
+            )
             if generation != self._generation:
                 raise BackendUnavailable("the listening connection was lost meanwhile")
         except (*PG_ERRORS, BackendUnavailable) as exc:
@@ -191,10 +196,11 @@ class Listener:
             raise BackendUnavailable(f"cannot subscribe to {item_id}: {exc}") from exc
         room.epoch, room.last_seq = rows[0]["epoch"], rows[0]["seq"]
         room.presence.members = {
-            r["client_id"]: Sender(r["user_id"], r["client_id"]) for r in rows[1:]
+            r["client_id"]: Sender(r["user_id"], r["client_id"]) for r in members
         }
         room.loaded = True
         self._queue(item_id)  # what arrived meanwhile, in order
+        return tuple(room.presence.members.values())
 
     async def unsubscribe(self, item_id: str) -> None:
         room = self.rooms.pop(item_id, None)
@@ -209,11 +215,6 @@ class Listener:
                     await conn.remove_listener(room.channel, self._notified)
             except PG_ERRORS:
                 pass  # a lost connection listens to nothing
-
-    def present_suspects(self, item_id: str, members: list[Sender]) -> list[Sender]:
-        """``members`` plus those believed present until a TTL after a reconnect."""
-        room = self.rooms.get(item_id)
-        return members if room is None else room.presence.with_suspects(members)
 
     # --- notifications ------------------------------------------------------
 

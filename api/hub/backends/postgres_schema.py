@@ -97,6 +97,8 @@ CREATE UNLOGGED TABLE IF NOT EXISTS {s}.presence (
     PRIMARY KEY (item, client_id)
 );
 CREATE INDEX IF NOT EXISTS presence_node ON {s}.presence (node);
+-- HTTP presence pages a room's users by name, bytewise as the other backends do.
+CREATE INDEX IF NOT EXISTS presence_user ON {s}.presence (item, user_id COLLATE "C");
 
 -- What a NOTIFY cannot carry (a message or binary frame over 8,000 bytes).
 CREATE UNLOGGED TABLE IF NOT EXISTS {s}.payloads (
@@ -242,10 +244,9 @@ BEGIN
 END $$;
 
 -- A room for a joining member, in one round trip. Rows: kind 0, the room (seq, epoch,
--- and ts 1 when the replay is whole, 0 when not); kind 1, a member (user_id,
--- client_id); kind 2, a message after p_since (none when p_since < 0). Members of a
--- node that stopped are listed until it is reaped: the reaper's leave events then
--- correct every view, where leaving them out here would leave a view wrong for good.
+-- and ts 1 when the replay is whole, 0 when not); kind 2, a message after p_since (none
+-- when p_since < 0). Members are not read here: a join in a room of thousands would
+-- read them all (the hub keeps each room's presence from its subscription).
 CREATE OR REPLACE FUNCTION {s}.snapshot(
     p_item text, p_since bigint, p_epoch text, p_limit int)
 RETURNS TABLE (kind int, seq bigint, ts bigint, user_id text, client_id text, epoch text,
@@ -269,9 +270,6 @@ BEGIN
     END IF;
     RETURN QUERY SELECT 0, r.seq, recovered::bigint, NULL::text, NULL::text, r.epoch,
                         NULL::text, NULL::text;
-    RETURN QUERY SELECT 1, 0::bigint, 0::bigint, p.user_id, p.client_id, NULL::text,
-                        NULL::text, NULL::text
-                   FROM {s}.presence p WHERE p.item = p_item ORDER BY p.client_id;
     IF since >= 0 AND since < r.seq AND p_limit > 0 THEN
         RETURN QUERY SELECT 2, m.seq, m.ts, m.user_id, m.client_id, NULL::text, m.pub_id, m.data
                        FROM {s}.messages m

@@ -50,11 +50,3 @@ class PresenceView:
         if self.suspects.pop(client_id, None) is None or present:
             return None
         return self.members.pop(client_id, None)
-
-    def with_suspects(self, members: list[Sender]) -> list[Sender]:
-        """``members`` (from the database) plus the suspects, believed present."""
-        if not self.suspects:
-            return members
-        present = {m.client_id for m in members}
-        extra = [self.members[c] for c in self.suspects if c not in present and c in self.members]
-        return members + extra

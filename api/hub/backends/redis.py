@@ -44,6 +44,7 @@ from itemrooms.api.hub.backends.base import (
     ItemClosed,
     Message,
     Presence,
+    PresencePage,
     Published,
     Relay,
     Sender,
@@ -123,7 +124,7 @@ class RedisBackend:
         self._pubsub = self._redis.pubsub()
         self._scripts = {
             name: self._redis.register_script(getattr(redis_scripts, name))
-            for name in ("PUBLISH", "SNAPSHOT", "HISTORY", "RESYNC")
+            for name in ("PUBLISH", "SNAPSHOT", "HISTORY", "RESYNC", "PRESENCE")
         }
         self._publishes = PublishPipeline(self._redis, self._scripts["PUBLISH"])
         self.presence = RedisPresence(self._redis, prefix, self.node_id, self._ttl_ms)
@@ -201,7 +202,7 @@ class RedisBackend:
 
     # --- rooms --------------------------------------------------------------
 
-    async def subscribe(self, item_id: str) -> None:
+    async def subscribe(self, item_id: str) -> tuple[Sender, ...]:
         if not self._live:
             raise BackendUnavailable("reconnecting to Redis")
         room = _Room(confirmed=asyncio.get_running_loop().create_future())
@@ -212,6 +213,7 @@ class RedisBackend:
         except REDIS_ERRORS as exc:
             await self.unsubscribe(item_id)
             raise BackendUnavailable(f"cannot subscribe to {item_id}: {exc}") from exc
+        return tuple(room.presence.members.values())
 
     async def unsubscribe(self, item_id: str) -> None:
         self._rooms.pop(item_id, None)
@@ -297,18 +299,23 @@ class RedisBackend:
     ) -> Snapshot:
         room = self._rooms.get(item_id)
         args = [self._epoch_node, room.last_seq if room is not None else 0, self._history_ttl_ms]
-        args += [-1 if since is None else since, epoch or "", limit]
+        args += [-1 if since is None else since, epoch or "", limit, "0"]
         keys = [self._key(k, item_id) for k in ("meta", "history", "presence")]
         result = await self._run("SNAPSHOT", keys, args)
         room_epoch, seq = _text(result[0]), int(result[1])
-        members = _members(result[2])
-        if room is not None:
-            # Believed present until a TTL after a reconnect (see the module docstring).
-            members = room.presence.with_suspects(members)
         if since is None:
-            return Snapshot(seq, room_epoch, tuple(members), (), True)
+            return Snapshot(seq, room_epoch, (), True)
         page = tuple(_entry_message(item_id, e) for e in result[4])
-        return Snapshot(seq, room_epoch, tuple(members), page, bool(result[3]))
+        return Snapshot(seq, room_epoch, page, bool(result[3]))
+
+    async def presence_page(self, item_id: str, after: str | None, limit: int) -> PresencePage:
+        keys = [self._key("users", item_id), self._key("ucount", item_id)]
+        # One more than asked: whether there is a next page.
+        count, flat = await self._run("PRESENCE", keys, [after or "", limit + 1])
+        users = tuple((_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
+        more = len(users) > limit
+        users = users[:limit]
+        return PresencePage(int(count), users, users[-1][0] if more else None)
 
     async def history(
         self, item_id: str, epoch: str, after: int, upto: int, limit: int
@@ -402,7 +409,7 @@ class RedisBackend:
         # member's welcome (the hub reads its snapshot after this), so none is lost.
         keys = [self._key(k, item_id) for k in ("meta", "history", "presence")]
         epoch, seq, presence = await self._run(
-            "SNAPSHOT", keys, [self._epoch_node, 0, self._history_ttl_ms, -1, "", 0]
+            "SNAPSHOT", keys, [self._epoch_node, 0, self._history_ttl_ms, -1, "", 0, "1"]
         )
         room.set_epoch(_text(epoch))
         room.last_seq = int(seq)

@@ -1,6 +1,7 @@
 """This process's entries in Redis presence (node_presence.py keeps them true).
 
-Each room's presence hash holds its members as ``client_id -> [user, node]``; this
+Each room's presence hash holds its members as ``client_id -> [user, node]``, with
+per-user counts beside it (redis_scripts.py); this
 node also keeps its own list of what it registered (``node-members:<node>``), which
 the reaper of a node that stopped beating walks, and a heartbeat key with the
 presence TTL. The Lua scripts in redis_scripts.py change them atomically.
@@ -39,6 +40,8 @@ class RedisPresence(NodePresence):
             f"{self._prefix}presence:{item_id}",
             self._members_key(self.node_id),
             f"{self._prefix}room:{item_id}",
+            f"{self._prefix}ucount:{item_id}",
+            f"{self._prefix}users:{item_id}",
         ]
 
     @property

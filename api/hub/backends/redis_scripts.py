@@ -7,6 +7,9 @@ Per room (``<prefix><kind>:<item_id>``):
     history    Stream, entry id ``<seq>-0``: ``h`` = [seq, ts, user, client_id, ref, id]
                (ref for the sender's ack after a gap fill; "" when none) and ``d`` = data.
     presence   hash client_id -> [user, node].
+    ucount     hash user -> connections, and ``users``, a sorted set of the same users
+               (score 0, so ordered by name): who is in the room, one entry per user,
+               paged by name for HTTP presence without reading the whole room.
     dedup      ``dedup:<item_id>\\n<id>\\n<user>`` -> "epoch\\nseq\\nts\\nclient_id", one
                key per publish id, expiring after the dedup window.
 Pub/sub payloads on the room's channel start with one byte naming the event:
@@ -75,16 +78,18 @@ return {0, seq, e}
 )
 
 # KEYS: meta, history, presence. ARGV: node, floor, TTL (ms), since (-1: no replay),
-# the client's epoch ('' for none), page size.
-# Returns {epoch, seq, presence as a flat list} without a replay, else
-# {epoch, seq, presence, recovered (0/1), first page of entries}.
+# the client's epoch ('' for none), page size, '1' to read presence.
+# Returns {epoch, seq, presence as a flat list (empty unless asked)} without a replay,
+# else {epoch, seq, presence, recovered (0/1), first page of entries}. Presence is read
+# once per process and room (at subscribe), never per join: a room can be large.
 SNAPSHOT = (
     _NEW_EPOCH
     + """
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then e = new_epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]) end
 local seq = tonumber(redis.call('HGET', KEYS[1], 's'))
-local presence = redis.call('HGETALL', KEYS[3])
+local presence = {}
+if ARGV[7] == '1' then presence = redis.call('HGETALL', KEYS[3]) end
 local since = tonumber(ARGV[4])
 if since < 0 then return {e, seq, presence} end
 local recovered = 1
@@ -138,33 +143,66 @@ redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return redis.call('SADD', KEYS[2], ARGV[2])
 """
 
-# KEYS: presence, node members, channel. ARGV: client_id, user, node id, item id.
-# Idempotent: re-registering a member after Redis lost its data announces it only
-# if it was missing.
+# KEYS: presence, node members, channel, ucount, users. ARGV: client_id, user, node
+# id, item id. Idempotent: re-registering a member after Redis lost its data announces
+# it only if it was missing. O(log N): nothing of the room is read.
 JOIN = """
 redis.call('HSET', KEYS[2], ARGV[4] .. '\\n' .. ARGV[1], ARGV[2])
 if redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({ARGV[2], ARGV[3]})) == 1 then
+  if redis.call('HINCRBY', KEYS[4], ARGV[2], 1) == 1 then
+    redis.call('ZADD', KEYS[5], 0, ARGV[2])
+  end
   redis.call('PUBLISH', KEYS[3], 'j' .. cjson.encode({ARGV[2], ARGV[1]}))
   return 1
 end
 return 0
 """
 
-# KEYS: presence, node members, channel. ARGV: client_id, user, item id.
-LEAVE = """
+# One connection of ``user`` is gone from ucount and users (its presence entry was).
+_USER_LEFT = """
+local function user_left(ucount, users, user)
+  if redis.call('HINCRBY', ucount, user, -1) <= 0 then
+    redis.call('HDEL', ucount, user)
+    redis.call('ZREM', users, user)
+  end
+end
+"""
+
+# KEYS: presence, node members, channel, ucount, users. ARGV: client_id, user, item id.
+LEAVE = (
+    _USER_LEFT
+    + """
 redis.call('HDEL', KEYS[2], ARGV[3] .. '\\n' .. ARGV[1])
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  user_left(KEYS[4], KEYS[5], ARGV[2])
   redis.call('PUBLISH', KEYS[3], 'l' .. cjson.encode({ARGV[2], ARGV[1]}))
   return 1
 end
 return 0
+"""
+)
+
+# KEYS: users, ucount. ARGV: after ('' from the start), limit.
+# {user count, {user, connections, ...}} for at most ``limit`` users after ``after``.
+PRESENCE = """
+local low = '-'
+if ARGV[1] ~= '' then low = '(' .. ARGV[1] end
+local names = redis.call('ZRANGE', KEYS[1], low, '+', 'BYLEX', 'LIMIT', 0, ARGV[2])
+local page = {}
+for i, name in ipairs(names) do
+  page[2 * i - 1] = name
+  page[2 * i] = tonumber(redis.call('HGET', KEYS[2], name) or '0')
+end
+return {redis.call('ZCARD', KEYS[1]), page}
 """
 
 # Remove every member of a node that stopped heart-beating, with a leave event each.
 # KEYS: node set, node heartbeat, node members. ARGV: node id, key prefix, force.
 # SREM makes it happen once however many nodes notice; keys of rooms are derived
 # here, so this backend needs a single Redis (not Redis Cluster).
-REAP = """
+REAP = (
+    _USER_LEFT
+    + """
 if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 and ARGV[3] ~= '1' then return -1 end
 local entries = redis.call('HGETALL', KEYS[3])
@@ -174,6 +212,7 @@ for i = 1, #entries, 2 do
   local item = string.sub(entries[i], 1, sep - 1)
   local cid = string.sub(entries[i], sep + 1)
   if redis.call('HDEL', ARGV[2] .. 'presence:' .. item, cid) == 1 then
+    user_left(ARGV[2] .. 'ucount:' .. item, ARGV[2] .. 'users:' .. item, entries[i + 1])
     redis.call('PUBLISH', ARGV[2] .. 'room:' .. item,
                'l' .. cjson.encode({entries[i + 1], cid}))
     count = count + 1
@@ -182,3 +221,4 @@ end
 redis.call('DEL', KEYS[3])
 return count
 """
+)
