@@ -84,6 +84,9 @@ class _Connections(_Refreshing):
         self.welcome = welcome
         self.client_id, self.user = str(welcome["client_id"]), str(welcome["user"])
         self._members = {m["client_id"]: dict(m) for m in welcome.get("members", [])}
+        # A server before v1.2 sends neither: a list of the others, you not in it.
+        self._member_count = int(welcome.get("member_count", len(self._members) + 1))
+        self._presence_mode = str(welcome.get("presence_mode", "list"))
         if first:
             self.seq, self.epoch, self.recovered = self._last_seq, epoch, recovered
         else:

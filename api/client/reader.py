@@ -44,12 +44,8 @@ class _Reader(_Publishes):
         kind = frame.get("type")
         if kind == "message":
             return self._on_message(frame)
-        if kind == "presence":
-            client_id = str(frame.get("client_id"))
-            if frame.get("event") == "join":
-                self._members[client_id] = {"user": frame.get("user"), "client_id": client_id}
-            else:
-                self._members.pop(client_id, None)
+        if kind in ("presence", "presence_count", "presence_list"):
+            self._on_presence(kind, frame)
         elif kind == "error":
             code, detail = str(frame.get("code", "")), str(frame.get("detail", ""))
             if code == "invalid_refresh":  # the only error a refresh gets; it has no ref
@@ -75,6 +71,30 @@ class _Reader(_Publishes):
         else:
             return False  # a type this client does not know: ignored (protocol v1.1)
         return True
+
+    def _on_presence(self, kind: str, frame: Frame) -> None:
+        """Keep ``members``, ``member_count`` and ``presence_mode`` current (v1.2)."""
+        if kind == "presence":
+            client_id = str(frame.get("client_id"))
+            if frame.get("event") == "join":
+                if client_id not in self._members:
+                    self._member_count += 1
+                self._members[client_id] = {"user": frame.get("user"), "client_id": client_id}
+            elif self._members.pop(client_id, None) is not None:
+                self._member_count -= 1
+            return
+        count = frame.get("member_count")
+        if isinstance(count, int):
+            self._member_count = count
+        if kind == "presence_count":
+            self._presence_mode = "count"  # names no longer follow: members is a sample
+        else:  # the room is small again: everyone, you included, and presence frames follow
+            self._presence_mode = "list"
+            self._members = {
+                str(m.get("client_id")): {"user": m.get("user"), "client_id": m.get("client_id")}
+                for m in frame.get("members", [])
+                if isinstance(m, dict) and m.get("user") != self.user
+            }
 
     def _on_message(self, frame: Frame) -> bool:
         entry = self._entry_for(frame)

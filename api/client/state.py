@@ -103,6 +103,8 @@ class _RoomState:
         self._replay_to: int | None = None  # after a welcome: the seq that ends its replay
         self._complete = True  # whether that replay is all that was missed
         self._members: dict[str, Frame] = {}
+        self._member_count = 0
+        self._presence_mode = "list"
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._max_queue = max_queue
         self._space = asyncio.Event()
@@ -123,8 +125,20 @@ class _RoomState:
 
     @property
     def members(self) -> list[Frame]:
-        """The other members now (``user``, ``client_id``), kept current by presence frames."""
+        """The other users now (``user``, ``client_id``: one entry per user), kept current
+        by presence frames. In a large room (``presence_mode == "count"``) a sample of
+        at most the server's ``ITEMROOMS_PRESENCE_LIST_MAX``, from the welcome."""
         return list(self._members.values())
+
+    @property
+    def member_count(self) -> int:
+        """Users in the room, you included: exact in every mode (v1.2)."""
+        return self._member_count
+
+    @property
+    def presence_mode(self) -> str:
+        """``list`` while ``members`` is everyone, ``count`` in a large room (v1.2)."""
+        return self._presence_mode
 
     @property
     def closed(self) -> bool:

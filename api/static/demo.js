@@ -22,12 +22,19 @@ function setStatus(text, kind) {
   $("status").className = `status ${kind}`;
 }
 
-function renderMembers(members) {
+function renderMembers() {
   if (room === null || room.state !== "open") {
     $("members").textContent = "";
     return;
   }
-  const names = members.map((m) => `${m.user} (${m.client_id})`);
+  const names = room.members.map((m) => `${m.user} (${m.client_id})`);
+  if (room.presenceMode === "count") {
+    // A large room: a count, and a few of the names from the welcome.
+    const others = room.memberCount - 1;
+    const some = names.length ? ` (among them ${names.slice(0, 5).join(", ")})` : "";
+    $("members").textContent = `${others} others here${some}.`;
+    return;
+  }
   $("members").textContent = names.length ? `Also here: ${names.join(", ")}` : "Nobody else is here.";
 }
 
@@ -71,7 +78,7 @@ function onStatus(status) {
       setStatus(`closed: ${why(status)}`, "closed");
       break;
   }
-  renderMembers(room.members);
+  renderMembers();
 }
 
 function onMessage(frame) {
@@ -92,6 +99,7 @@ function start(event) {
   room.on("status", onStatus);
   room.on("message", onMessage);
   room.on("members", renderMembers);
+  room.on("count", renderMembers);
   room.on("presence", (p) =>
     show(`${p.user} (${p.client_id}) ${p.event === "join" ? "joined" : "left the chat"}`, "presence"),
   );

@@ -106,7 +106,12 @@ export class RoomError extends Error {
  * - `welcome`: each (re)connection's welcome frame
  * - `message`: a message frame, each seq once and in order within an epoch (never a
  *   `duplicate: true` copy: those only settle a publish)
- * - `presence`: a join or leave of someone else; `members`: the member list changed
+ * - `presence`: a join or leave of someone else (a user: its first connection joins, its
+ *   last one leaves); `members`: the member list changed
+ * - `count`: `{memberCount, presenceMode, joined, left}` whenever `memberCount` may have
+ *   changed. Above the server's `ITEMROOMS_PRESENCE_LIST_MAX` users the room is in
+ *   `count` mode: no `presence` events, `members` is a sample from the welcome, and
+ *   `memberCount` stays exact (protocol v1.2)
  * - `status`: `{state, code, reason, attempt, delayMs}`, state one of `connecting`,
  *   `open`, `reconnecting`, `closed` (final: a fatal reason, or `close()`). With
  *   `open`: `recovered` and `reset`, **the one signal to reload the item's state**:
@@ -138,6 +143,10 @@ export class Room extends EventTarget {
     this.clientId = null;
     this.user = null;
     this._members = new Map();
+    /** Users in the room, you included (exact in both presence modes). */
+    this.memberCount = 0;
+    /** @type {"list" | "count"} `list`: `members` is everyone; `count`: a large room's sample. */
+    this.presenceMode = "list";
     // Unsettled publishes, in the order they were made: id -> entry (see publish()).
     this._publishes = new Map();
     this._refIds = new Map(); // ref -> id
@@ -163,7 +172,7 @@ export class Room extends EventTarget {
     });
   }
 
-  /** The other members: `[{user, client_id}]`. */
+  /** The other users: `[{user, client_id}]`, one per user (a sample in `count` mode). */
   get members() {
     return [...this._members.values()];
   }
@@ -381,11 +390,28 @@ export class Room extends EventTarget {
       case "message":
         return this._onMessage(frame);
       case "presence":
-        if (frame.event === "join") this._members.set(frame.client_id, memberOf(frame));
-        else this._members.delete(frame.client_id);
+        if (frame.event === "join") {
+          if (!this._members.has(frame.client_id)) this.memberCount += 1;
+          this._members.set(frame.client_id, memberOf(frame));
+        } else if (this._members.delete(frame.client_id)) {
+          this.memberCount -= 1;
+        }
         this._emit("presence", frame);
         this._emit("members", this.members);
-        return;
+        return frame.event === "join" ? this._counted(1, 0) : this._counted(0, 1);
+      case "presence_count":
+        this.memberCount = frame.member_count;
+        this.presenceMode = "count";
+        return this._counted(frame.joined, frame.left);
+      case "presence_list":
+        // The room is small again: everyone (you included), and presence events follow.
+        this.presenceMode = "list";
+        this.memberCount = frame.member_count;
+        this._members = new Map(
+          frame.members.filter((m) => m.user !== this.user).map((m) => [m.client_id, memberOf(m)]),
+        );
+        this._emit("members", this.members);
+        return this._counted(0, 0);
       case "pong":
         return this._clear("pong");
       case "refreshed":
@@ -414,6 +440,9 @@ export class Room extends EventTarget {
     this.epoch = epoch;
     const recovered = frame.recovered !== false && !reset;
     this._members = new Map(frame.members.map((m) => [m.client_id, memberOf(m)]));
+    // A server before protocol v1.2 sends neither: the others are listed, you are not.
+    this.memberCount = frame.member_count ?? frame.members.length + 1;
+    this.presenceMode = frame.presence_mode ?? "list";
     this.state = "open";
     // Before the app hears of it, so that what it publishes now comes after these.
     this._resend();
@@ -422,9 +451,15 @@ export class Room extends EventTarget {
     if (this._replayTo === null) this._replayed();
     this._emit("welcome", frame);
     this._emit("members", this.members);
+    this._counted(0, 0);
     this._status({ state: "open", recovered, reset });
     this._timer("ping", this.options.pingIntervalMs, () => this._ping(), true);
     this._scheduleRefresh();
+  }
+
+  _counted(joined, left) {
+    const { memberCount, presenceMode } = this;
+    this._emit("count", { memberCount, presenceMode, joined, left });
   }
 
   _onMessage(frame) {

@@ -16,8 +16,12 @@ export interface WelcomeFrame {
   item_id: string;
   client_id: string;
   user: string;
-  /** The other members. */
+  /** The other users, one entry each (in `count` mode, a sample). */
   members: Member[];
+  /** Users in the room, you included (v1.2). */
+  member_count?: number;
+  /** `list`: presence frames follow; `count`: a large room, presence_count frames follow (v1.2). */
+  presence_mode?: PresenceMode;
   /** The room's latest seq. */
   seq: number;
   /** The room's sequence (v1.1); a new epoch means seqs started over. */
@@ -50,6 +54,26 @@ export interface PresenceFrame {
   client_id: string;
 }
 
+/** A large room's presence, at most once per interval (v1.2). */
+export interface PresenceCountFrame {
+  type: "presence_count";
+  item_id: string;
+  member_count: number;
+  joined: number;
+  left: number;
+}
+
+export type PresenceMode = "list" | "count";
+
+/** What the `count` event carries: the room's size, whatever its presence mode. */
+export interface MemberCount {
+  memberCount: number;
+  presenceMode: PresenceMode;
+  /** Users who joined and left with this change. */
+  joined: number;
+  left: number;
+}
+
 export type RoomState = "connecting" | "open" | "reconnecting" | "closed";
 
 export interface RoomStatus {
@@ -80,6 +104,7 @@ export interface RoomEvents {
   message: MessageFrame;
   presence: PresenceFrame;
   members: Member[];
+  count: MemberCount;
   status: RoomStatus;
   close: CloseInfo;
   error: RoomError;
@@ -143,8 +168,12 @@ export declare class Room extends EventTarget {
   itemId: string | null;
   clientId: string | null;
   user: string | null;
-  /** The other members. */
+  /** The other users, one entry each (in `count` mode, a sample from the welcome). */
   get members(): Member[];
+  /** Users in the room, you included: exact in both presence modes (v1.2). */
+  memberCount: number;
+  /** `list` while `members` is everyone; `count` in a large room (v1.2). */
+  presenceMode: PresenceMode;
   /** Subscribe to an event; returns a function that unsubscribes. */
   on<K extends RoomEventName>(type: K, handler: (detail: RoomEvents[K]) => void): () => void;
   /** Publish `data`, exactly once; resolves with the message as the room has it. */

@@ -3,8 +3,10 @@ import type { ConnectOptions, Json, Member, MessageFrame, PublishOptions, RoomEr
 export interface ItemRoomState {
   /** The last `keep` messages, oldest first (cleared when the room's epoch changes). */
   messages: MessageFrame[];
-  /** The other members. */
+  /** The other users (in a large room, a sample). */
   members: Member[];
+  /** Users in the room, you included: exact in large rooms too. */
+  memberCount: number;
   status: RoomStatus;
   /** The last error event (an error frame not answered through a publish). */
   error: RoomError | null;

@@ -5,12 +5,13 @@ import { connect, RoomError } from "./itemrooms.js";
 /**
  * Join a room while the component is mounted; re-join when the room (url, or baseUrl
  * and itemId) changes. Returns the last `keep` messages, the other members, the
- * status, the last error, and `publish`. A new epoch (`status.reset`) clears the
+ * member count (you included; exact in large rooms too), the status, the last error, and `publish`. A new epoch (`status.reset`) clears the
  * messages: they were of the old sequence.
  */
 export function useItemRoom(options, { keep = 100 } = {}) {
   const [messages, setMessages] = useState([]);
   const [members, setMembers] = useState([]);
+  const [memberCount, setMemberCount] = useState(0);
   const [status, setStatus] = useState({ state: "connecting" });
   const [error, setError] = useState(null);
   const room = useRef(null);
@@ -24,6 +25,7 @@ export function useItemRoom(options, { keep = 100 } = {}) {
     const offs = [
       current.on("message", (m) => setMessages((all) => [...all, m].slice(-keep))),
       current.on("members", setMembers),
+      current.on("count", (c) => setMemberCount(c.memberCount)),
       current.on("error", setError),
       current.on("status", (s) => {
         if (s.state === "open" && s.reset) setMessages([]);
@@ -43,5 +45,5 @@ export function useItemRoom(options, { keep = 100 } = {}) {
         : Promise.reject(new RoomError("not_connected", "the component is not mounted")),
     [],
   );
-  return { messages, members, status, error, publish };
+  return { messages, members, memberCount, status, error, publish };
 }

@@ -4,8 +4,10 @@ import type { ConnectOptions, Json, Member, MessageFrame, PublishOptions, Room, 
 export interface ItemRoomRefs {
   /** The last `keep` messages, oldest first (cleared when the room's epoch changes). */
   messages: ShallowRef<MessageFrame[]>;
-  /** The other members. */
+  /** The other users (in a large room, a sample). */
   members: ShallowRef<Member[]>;
+  /** Users in the room, you included: exact in large rooms too. */
+  memberCount: ShallowRef<number>;
   status: ShallowRef<RoomStatus>;
   /** The last error event (an error frame not answered through a publish). */
   error: ShallowRef<RoomError | null>;

@@ -5,12 +5,14 @@ import { connect } from "./itemrooms.js";
 
 /**
  * Join a room now and leave it when the calling component or effect scope ends.
- * Returns refs of the last `keep` messages, the other members, the status and the last
+ * Returns refs of the last `keep` messages, the other members, the member count (you
+ * included; exact in large rooms too), the status and the last
  * error, and `publish`. A new epoch (`status.reset`) clears the messages.
  */
 export function useItemRoom(options, { keep = 100 } = {}) {
   const messages = shallowRef([]);
   const members = shallowRef([]);
+  const memberCount = shallowRef(0);
   const status = shallowRef({ state: "connecting" });
   const error = shallowRef(null);
   const room = connect(options);
@@ -19,6 +21,9 @@ export function useItemRoom(options, { keep = 100 } = {}) {
   });
   room.on("members", (list) => {
     members.value = list;
+  });
+  room.on("count", (c) => {
+    memberCount.value = c.memberCount;
   });
   room.on("error", (e) => {
     error.value = e;
@@ -31,6 +36,7 @@ export function useItemRoom(options, { keep = 100 } = {}) {
   return {
     messages,
     members,
+    memberCount,
     status,
     error,
     room,

@@ -73,6 +73,8 @@ async def test_the_example_chats_through_the_framework_binding(
         page = await open_page(f"{built}/{framework}.html?{query}")
         await expect(page.locator("#status")).to_have_text("open")
         await expect(page.locator("#members")).to_have_text("1 others here")
+        joined = await recv_type(member, "presence")  # presence comes in batches
+        assert (joined["event"], joined["user"]) == ("join", f"{framework}-user")
         # The page publishes; the Python member hears it.
         await page.locator("#say").click()
         heard = await recv_type(member, "message")

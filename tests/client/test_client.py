@@ -91,6 +91,36 @@ async def test_iteration_yields_other_members_messages_and_presence(
         assert alice.members == []
 
 
+@pytest.mark.itemrooms(presence_list_max=2, presence_interval_ms=0, presence_grace_s=0)
+async def test_members_and_member_count_follow_a_room_growing_large_and_small_again(
+    itemrooms_client: ClientFactory, item: str
+) -> None:
+    async with itemrooms_client(item, sub="alice") as alice:
+        assert (alice.members, alice.member_count, alice.presence_mode) == ([], 1, "list")
+        async with itemrooms_client(item, sub="bob") as bob:
+            assert (await alice.receive("presence", timeout=WAIT))["user"] == "bob"
+            assert (alice.member_count, bob.member_count) == (2, 2)
+            async with itemrooms_client(item, sub="carol") as carol:
+                assert (carol.presence_mode, carol.member_count) == ("count", 3)
+                counted = await alice.receive("presence_count", timeout=WAIT)
+                assert (counted["joined"], counted["left"]) == (1, 0)
+                assert (alice.presence_mode, alice.member_count) == ("count", 3)
+                assert [m["user"] for m in alice.members] == ["bob"]  # the sample it had
+            listed = await alice.receive("presence_list", timeout=WAIT)
+            assert listed["member_count"] == 2
+            assert (alice.presence_mode, alice.member_count) == ("list", 2)
+            assert alice.members == [{"user": "bob", "client_id": bob.client_id}]
+            async with itemrooms_client(item, sub="bob") as bob_again:  # a second tab
+                assert bob_again.members == [{"user": "alice", "client_id": alice.client_id}]
+                assert bob_again.member_count == 2
+            # Bob's second tab came and went unannounced: his message is alice's next frame.
+            await bob.publish("still here")
+            assert (await alice.receive(timeout=WAIT))["data"] == "still here"
+        left = await alice.receive(timeout=WAIT)  # bob's last tab closed
+        assert (left["event"], left["client_id"]) == ("leave", bob.client_id)
+        assert (alice.members, alice.member_count) == ([], 1)
+
+
 async def test_resume_with_since_gets_the_missed_messages_once(
     itemrooms_client: ClientFactory, item: str
 ) -> None:
