@@ -33,6 +33,7 @@ class Span:
     """One welcomed connection: who it was, where, and when it was open."""
 
     client_id: str
+    user: str
     process: int
     opened: float
     closed: float | None = None
@@ -57,9 +58,10 @@ class Client:
         self.client_id: str | None = None  # set while welcomed and open
         self.epoch: str | None = None
         self.closes: list[Close] = []
+        self.user: str | None = None  # the token's sub, from the first welcome
         self.members: dict[str, str] = {}  # this client's view: client_id -> user
         self.spans: list[Span] = []
-        self.leaves: list[tuple[float, str]] = []  # (when, client_id) of leave events seen
+        self.leaves: list[tuple[float, str]] = []  # (when, user) of leave events seen
         self._ws: ClientConnection | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -172,8 +174,8 @@ class Client:
         return code, welcomed
 
     def _welcome(self, frame: dict[str, Any]) -> None:
-        self.client_id = frame["client_id"]
-        self.spans.append(Span(frame["client_id"], self.process, time.monotonic()))
+        self.client_id, self.user = frame["client_id"], frame["user"]
+        self.spans.append(Span(frame["client_id"], frame["user"], self.process, time.monotonic()))
         self.epoch = frame.get("epoch")
         self.members = {m["client_id"]: m["user"] for m in frame.get("members", [])}
         self.on_welcome(frame)
@@ -183,5 +185,6 @@ class Client:
         if frame.get("event") == "join":
             self.members[frame["client_id"]] = frame["user"]
         elif frame.get("event") == "leave":
+            # A user is one member (PROTOCOL v1.2): its leave follows its last connection.
             self.members.pop(frame["client_id"], None)
-            self.leaves.append((time.monotonic(), frame["client_id"]))
+            self.leaves.append((time.monotonic(), frame["user"]))

@@ -106,7 +106,7 @@ async def process_pause(ctx: PhaseContext) -> None:
     """SIGSTOP past the presence TTL: the others must reap its members meanwhile."""
     ttl = ctx.options.ttl_s
     pause = max(ctx.options.pause_s, 2 * ttl + 2)
-    paused = {c.client_id for c in ctx.clients_on(ctx.victim) if c.client_id is not None}
+    paused = {c.user for c in ctx.clients_on(ctx.victim) if c.user is not None}
     others = [p for p in ctx.cluster.processes if p is not ctx.victim]
     ctx.victim.signal(signal.SIGSTOP)
     started = time.monotonic()

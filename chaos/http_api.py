@@ -36,14 +36,14 @@ class HttpApi:
         return "" if answer.status_code == 200 else f"{answer.status_code} {answer.text[:80]}"
 
     async def presence(self, base: str, item_id: str) -> set[str] | None:
-        """The client_ids in the room, or None when the process cannot answer now."""
+        """The users in the room, or None when the process cannot answer now."""
         try:
             answer = await self._client.get(f"{base}/items/{item_id}/presence", timeout=2.0)
         except httpx.HTTPError:
             return None
         if answer.status_code != 200:
             return None
-        return {member["client_id"] for member in answer.json()["members"]}
+        return {member["user"] for member in answer.json()["members"]}
 
     async def history(self, base: str, item_id: str) -> History:
         """The room's whole history, page by page; every page must be of one epoch."""

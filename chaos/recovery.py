@@ -82,7 +82,8 @@ class Recovery:
         away = [c.name for c in self.clients if c.client_id is None]
         if away:
             return f"not connected: {', '.join(away)}"
-        connected = {c.client_id for c in self.clients if c.client_id is not None}
+        # Users: a user is one member (PROTOCOL v1.2), each of the kit's clients one user.
+        connected = {c.user for c in self.clients if c.client_id is not None and c.user}
         present = None
         for k in range(len(self.processes)):
             process = self.processes[(self._turn + k) % len(self.processes)]
@@ -98,8 +99,8 @@ class Recovery:
                 f"lacks {sorted(connected - present)}"
             )
         for client in self.clients:
-            others = connected - {client.client_id}
-            view = set(client.members)
+            others = connected - {client.user}
+            view = set(client.members.values())
             if view != others:
                 return (
                     f"{client.name} ({client.client_id}) sees {sorted(view - others)} too many, "
