@@ -155,9 +155,15 @@ def test_a_leave_for_an_open_connection_is_flapping_unless_its_process_stalled()
 
     viewer, member = reader(), reader()
     member.name = "r1"
-    member.spans.append(Span("c_1", process=1, opened=1.0))  # still open
-    viewer.leaves.append((5.0, "c_1"))
+    member.spans.append(Span("c_1", "u1", process=1, opened=1.0))  # still open
+    viewer.leaves.append((5.0, "u1"))
     assert "presence flapping" in check_leaves([viewer, member], 0.0, stalled_process=None)[0]
     assert check_leaves([viewer, member], 0.0, stalled_process=1) == []
     member.spans[0].closed = 5.5  # closed as the leave came: not a flap
     assert check_leaves([viewer, member], 0.0, stalled_process=None) == []
+    # A user is one member: a leave decided before it came back on a new connection
+    # may arrive just after that welcome; one open long before it is a flap.
+    member.spans.append(Span("c_2", "u1", process=0, opened=4.5))
+    assert check_leaves([viewer, member], 0.0, stalled_process=None) == []
+    member.spans.append(Span("c_3", "u1", process=0, opened=2.0))
+    assert "presence flapping" in check_leaves([viewer, member], 0.0, stalled_process=None)[0]
