@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.fanout --scenario shared
 	$(BIN)/python -m bench.publishes
+	$(BIN)/python -m bench.bigroom
 
 # The fault-injection kit's full runs, on Redis then on PostgreSQL: every fault, three
 # processes, network namespaces when run as root (see chaos/README.md). make test runs
