@@ -66,6 +66,9 @@ def test_defaults_match_the_operating_contract() -> None:
         1024,
         50,
     )
+    # docs/PROTOCOL.md's v1.2 presence: batches of 500 ms, large above 100 users, 5 s grace.
+    presence = (s.presence_interval_ms, s.presence_list_max, s.presence_grace_s)
+    assert presence == (500, 100, 5.0)
 
 
 @pytest.mark.parametrize("algorithms", ["none", "HS256,none", ""])

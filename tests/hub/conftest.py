@@ -9,6 +9,7 @@ that is deleted afterwards.
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from itemrooms.api.hub.backends.memory import MemoryBackend
 from itemrooms.api.hub.backends.postgres import PostgresBackend
 from itemrooms.api.hub.backends.redis import RedisBackend
 from tests.conftest import POSTGRES_URL
+from tests.support.redis_server import PrivateRedis
 
 HISTORY = 10
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -56,6 +58,14 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
     while not await condition():
         assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    """A redis-server of the test's own, to stop, pause or restart."""
+    server = PrivateRedis(tmp_path).start()
+    yield server
+    server.stop()
 
 
 async def present(backend: Backend, item_id: str, page: int = 2) -> dict[str, int]:

@@ -8,7 +8,6 @@ sent, it waits for a later frame that would have come after it."""
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -246,13 +245,6 @@ async def test_joins_waiting_for_a_failing_subscribe_fail_with_it(stop_all: list
     await hub.join("r", later.member, None)
     await later.settle()
     assert later.socket.frames[0]["type"] == "welcome" and calls == 2
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path).start()
-    yield server
-    server.stop()
 
 
 async def test_a_redis_join_reads_nothing_of_the_room(

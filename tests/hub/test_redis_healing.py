@@ -3,8 +3,6 @@ no publish applied twice, no ack lost to a gap, a lost room announced as a new e
 and presence that repairs itself (issue 11's reproductions 1, 3, 7)."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,19 +23,12 @@ ALICE = Sender("alice", "c_a")
 BOB = Sender("bob", "c_b")
 
 
-@pytest.fixture
-async def private(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    instance = PrivateRedis(tmp_path).start()
-    yield instance
-    instance.stop()
-
-
 async def test_a_publish_redis_stalls_on_is_outcome_unknown_and_its_retry_applies_once(
-    private: PrivateRedis,
+    private_redis: PrivateRedis,
 ) -> None:
-    node = RedisBackend(private.url, command_timeout_s=0.5)
+    node = RedisBackend(private_redis.url, command_timeout_s=0.5)
     await node.start(Recorder())
-    control = aioredis.Redis.from_url(private.url)
+    control = aioredis.Redis.from_url(private_redis.url)
     try:
         await node.publish("warm", ALICE, b"0", None)  # a pooled connection, already open
         # Redis holds every client's commands (as a stall does) once this returns.
@@ -63,11 +54,11 @@ async def test_a_publish_redis_stalls_on_is_outcome_unknown_and_its_retry_applie
 
 
 async def test_a_publish_that_cannot_reach_redis_is_certainly_not_published(
-    private: PrivateRedis,
+    private_redis: PrivateRedis,
 ) -> None:
-    node = RedisBackend(private.url, command_timeout_s=0.5)
+    node = RedisBackend(private_redis.url, command_timeout_s=0.5)
     await node.start(Recorder())
-    private.stop()  # no connection to be had: the publish never leaves this process
+    private_redis.stop()  # no connection to be had: the publish never leaves this process
     try:
         with pytest.raises(BackendUnavailable):
             await node.publish("r", ALICE, b'"x"', None, "m-1")
