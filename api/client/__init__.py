@@ -28,7 +28,9 @@ Design choices, and why:
   ``welcome``. Without it, the first close ends the room, as it always did.
 - **What iteration yields**: every ``message`` (your own included: they carry the
   ``seq`` you resume from, and ``ref`` marks yours; never a ``duplicate`` copy), every
-  ``presence``, ``error`` frames that no call is awaiting, and with ``reconnect=True``
+  presence frame (``presence``, and in large rooms ``presence_count`` and
+  ``presence_list``; ``members``, ``member_count`` and ``presence_mode`` follow them),
+  ``error`` frames that no call is awaiting, and with ``reconnect=True``
   the ``welcome`` of each reconnection. ``pong`` and ``refreshed`` answer ``ping()`` and
   ``refresh()`` and are not yielded, nor is an ``error`` that a ``publish()`` or
   ``refresh()`` raises. Binary frames (relayed by the server, never sequenced) arrive
