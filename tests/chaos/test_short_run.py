@@ -1,10 +1,9 @@
 """The fault-injection kit's short run, as ``make test`` runs it, once per backend: two
-processes and three faults, every invariant checked after each. On a private Redis:
-kill -9 and restart, Redis restarted empty, DEBUG SLEEP past the command timeout. On a
-private PostgreSQL: PostgreSQL crashed and restarted, every connection of a process
-terminated, a process paused past the presence TTL. (The faults both backends share
-run once each here; tests/integration/test_backend_faults.py has both on both.) About
-25 s each on two cores; ``make chaos`` is the full run.
+processes and two faults, every invariant checked after each. On a private Redis:
+Redis restarted empty, and DEBUG SLEEP past the command timeout. On a private
+PostgreSQL: PostgreSQL crashed and restarted, and every connection of a process
+terminated. (A killed or a paused process has integration tests on both backends.)
+About 15 s each on two cores; ``make chaos`` is the full run.
 
 A subprocess, exactly as a user runs it, with none of this machine's ITEMROOMS_*
 settings: the kit's defaults are what is tested here.
