@@ -14,6 +14,9 @@ read on another connection than pub/sub, which may lag, or be reconnecting), the
 member keeps a *floor*: live messages up to the snapshot's seq are skipped for
 it, since its replay had them.
 
+Presence is never held back: the welcome shows it as of the room's last presence batch
+(api/hub/presence.py), and the next batch reaches the new member with everyone else.
+
 A replay is read from the backend a page at a time, as the member's writer
 sends it, so a resuming client that does not read holds one page, not the
 room's history.
@@ -197,7 +200,10 @@ class Hub:
                         members = await self.backend.subscribe(item_id)
                     except BaseException as exc:
                         if not (room.members or room.joining):
-                            room.failed = exc
+                            # A joiner cancelled (its client left) is no backend failure:
+                            # the next one waiting subscribes again.
+                            if isinstance(exc, Exception):
+                                room.failed = exc
                             del self._rooms[item_id]
                         raise
                     # At once, with no await between: the events from here on apply on

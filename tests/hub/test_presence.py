@@ -247,6 +247,39 @@ async def test_joins_waiting_for_a_failing_subscribe_fail_with_it(stop_all: list
     assert later.socket.frames[0]["type"] == "welcome" and calls == 2
 
 
+async def test_a_join_cancelled_during_the_subscribe_does_not_fail_the_others(
+    stop_all: list[Any],
+) -> None:
+    """Only a backend failure is shared: a joiner cancelled (its client left) while it
+    subscribes leaves the next joiner to subscribe again."""
+    entered = asyncio.Event()
+    calls = 0
+
+    class Slow(MemoryBackend):
+        async def subscribe(self, item_id: str) -> tuple[Sender, ...]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                entered.set()
+                await asyncio.Event().wait()  # until cancelled
+            return await super().subscribe(item_id)
+
+    hub = Hub(Slow(), presence=PresencePolicy())
+    await hub.start()
+    stop_all.append(hub)
+    first, second = Client(hub, "first"), Client(hub, "second")
+    stop_all.extend([first, second])
+    cancelled = asyncio.ensure_future(hub.join("r", first.member, None))
+    await asyncio.wait_for(entered.wait(), 10)
+    waiting = asyncio.ensure_future(hub.join("r", second.member, None))
+    await asyncio.sleep(0)  # a turn: the second join waits on the room (not a timed wait)
+    cancelled.cancel()
+    await asyncio.wait_for(waiting, 10)
+    await second.settle()
+    assert second.socket.frames[0]["type"] == "welcome" and calls == 2
+    assert cancelled.cancelled()
+
+
 async def test_a_redis_join_reads_nothing_of_the_room(
     private_redis: PrivateRedis, stop_all: list[Any]
 ) -> None:
