@@ -209,7 +209,10 @@ class Hub:
                     # At once, with no await between: the events from here on apply on
                     # top of ``members`` (Backend.subscribe).
                     room.presence = RoomPresence(
-                        item_id, self.presence_policy, members, partial(self._send_presence, room)
+                        item_id,
+                        self.presence_policy,
+                        members,
+                        partial(self._send_presence, item_id, room),
                     )
                     room.subscribed = True
                 room.joining[member.client_id] = (member, held)
@@ -341,7 +344,7 @@ class Hub:
     ) -> None:
         await self.backend.control(item_id, action, user, ban_s)
 
-    def _send_presence(self, room: _Room, batch: Batch) -> None:
+    def _send_presence(self, item_id: str, room: _Room, batch: Batch) -> None:
         """A presence batch to the room's live members: each frame encoded once."""
         overflowed: list[Member] = []
         for frame, skip in batch:
@@ -349,9 +352,8 @@ class Hub:
             for member in room.members.values():
                 if member.sender.user != skip and not member.push(shared):
                     overflowed.append(member)
-        if room.presence is not None:
-            for member in dict.fromkeys(overflowed):
-                self.evict(room.presence.item_id, member, SLOW_CONSUMER)
+        for member in dict.fromkeys(overflowed):  # once each, however many frames
+            self.evict(item_id, member, SLOW_CONSUMER)
 
     def _deliver_message(self, member: Member, event: Message, frame: str) -> None:
         if event.sender.client_id == member.client_id and event.ref is not None:
